@@ -1,0 +1,108 @@
+"""``hypergradient``: the one entry point, any method, any structure of w and alpha."""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, NamedTuple
+
+import torch
+from torch import Tensor
+
+from .estimators import METHODS, Bilevel
+from .optim import OPTIMIZERS, Optimizer
+
+
+class Hypergradient(NamedTuple):
+    grad: Any  # d val_loss / d alpha, the structure of ``hparams``, detached
+    params: Any  # w_T, the structure of ``params``, detached
+    method: str
+    vjps: int  # vector-Jacobian products through grad_w train_loss (the paper's #JVPs)
+    train_loss: float  # train_loss at the last inner step
+    val_loss: float  # val_loss(w_T, alpha)
+
+
+def _flatten(tree) -> tuple[tuple, Callable[[Any], Any]]:
+    """(leaves, unflatten) for a tensor, a list/tuple of tensors, or a dict name -> tensor."""
+    if isinstance(tree, Tensor):
+        return (tree,), lambda leaves: leaves[0]
+    if isinstance(tree, dict):
+        keys = list(tree)
+        return tuple(tree[k] for k in keys), lambda leaves: dict(zip(keys, leaves))
+    if isinstance(tree, (list, tuple)):
+        kind = type(tree)
+        return tuple(tree), lambda leaves: kind(leaves)
+    raise TypeError(f"expected a tensor, a list/tuple of tensors or a dict of tensors, got {type(tree).__name__}")
+
+
+def _check_leaves(name: str, leaves) -> None:
+    if not leaves:
+        raise ValueError(f"{name} is empty")
+    for t in leaves:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must hold tensors, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must hold floating-point tensors, got {t.dtype}")
+
+
+def make_optimizer(optimizer: str | Optimizer, lr, momentum: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8):
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if optimizer == "sgd":
+        return OPTIMIZERS["sgd"](lr, momentum)
+    if optimizer == "adam":
+        return OPTIMIZERS["adam"](lr, betas, eps)
+    raise ValueError(f"unknown optimizer {optimizer!r}; choose from {sorted(OPTIMIZERS)}")
+
+
+def method_options(method: str) -> list[str]:
+    """The keyword options a registered method takes (e.g. ``gamma`` for greedy)."""
+    params = inspect.signature(METHODS[method]).parameters.values()
+    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def hypergradient(train_loss, val_loss, params, hparams, *, steps: int, lr=0.1, momentum: float = 0.0,
+                  method: str = "greedy", optimizer: str | Optimizer = "sgd", betas=(0.9, 0.999),
+                  eps: float = 1e-8, **options) -> Hypergradient:
+    """The hypergradient of ``val_loss(w_T, alpha)`` with respect to ``alpha = hparams``, where
+    ``w_T`` is ``steps`` inner optimizer steps on ``train_loss`` from ``w_0 = params``.
+
+    ``train_loss(params, hparams)`` and ``val_loss(params, hparams)`` return scalars and receive the
+    same structure (tensor, list/tuple or dict) as given. ``params`` is never modified. ``lr`` may be
+    a float, or a tensor that is one of ``hparams`` (a learned learning rate), or a callable of the
+    hparams leaves. ``options`` go to the method: ``gamma``/``variant`` (greedy), ``terms``/
+    ``neumann_lr`` (ift), ``k`` (truncated).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
+    allowed = method_options(method)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(f"method {method!r} takes no option(s) {unknown}; it takes {allowed}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps (T) must be an integer >= 1, got {steps!r}")
+    if "gamma" in options and not 0.0 <= float(options["gamma"]) <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {options['gamma']}")
+
+    w0, unflatten_w = _flatten(params)
+    alpha, unflatten_alpha = _flatten(hparams)
+    _check_leaves("params", w0)
+    _check_leaves("hparams", alpha)
+    w0 = tuple(w.detach() for w in w0)
+    alpha = tuple(a if a.requires_grad else a.detach().requires_grad_() for a in alpha)
+
+    if isinstance(lr, Tensor) and lr.requires_grad:
+        index = next((i for i, a in enumerate(alpha) if a is lr), None)
+        if index is None:
+            raise ValueError("lr is a tensor that requires grad but is not one of hparams")
+        lr = lambda a, i=index: a[i]  # noqa: E731
+    if method == "ift" and options.get("neumann_lr") is None and isinstance(lr, (int, float)):
+        options["neumann_lr"] = float(lr)
+
+    problem = Bilevel(
+        train_loss=lambda w, a: train_loss(unflatten_w(w), unflatten_alpha(a)),
+        val_loss=lambda w, a: val_loss(unflatten_w(w), unflatten_alpha(a)),
+        optimizer=make_optimizer(optimizer, lr, momentum, betas, eps),
+        T=steps,
+    )
+    est = METHODS[method](problem, w0, alpha, **options)
+    return Hypergradient(unflatten_alpha(est.grad), unflatten_w(est.params), method, est.vjps,
+                         est.train_loss, est.val_loss)

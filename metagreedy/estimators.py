@@ -1,0 +1,194 @@
+"""Hypergradient estimators: one function each, one signature, one registry.
+
+Every estimator is ``estimator(problem, w0, alpha, **options) -> Estimate`` where ``problem`` is a
+:class:`Bilevel` (``train_loss``, ``val_loss``, the inner ``optimizer`` and ``T`` steps), ``w0`` and
+``alpha`` are tuples of tensors, and the losses take ``(w, alpha)`` as tuples. Inner dynamics:
+``w_t, s_t = Phi(w_{t-1}, s_{t-1}, alpha)``, one optimizer step on ``train_loss``.
+
+``vjps`` counts vector-Jacobian products through the inner gradient map ``(w, alpha) -> grad_w
+train_loss``: the second-order products a method pays for, the paper's #JVPs column. Plain first
+derivatives (the inner step itself, ``grad val_loss``) are not counted.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+from torch import Tensor
+
+from .optim import Optimizer, detach_state
+
+Loss = Callable[[Sequence[Tensor], Sequence[Tensor]], Tensor]
+
+
+class Bilevel(NamedTuple):
+    train_loss: Loss
+    val_loss: Loss
+    optimizer: Optimizer
+    T: int
+
+
+class Estimate(NamedTuple):
+    grad: tuple  # d val_loss(w_T, alpha) / d alpha, one tensor per hyperparameter, detached
+    params: tuple  # w_T, detached
+    vjps: int
+    train_loss: float  # train_loss(w_{T-1}, alpha), the last inner step's loss
+    val_loss: float  # val_loss(w_T, alpha)
+
+
+def _grad(out: Tensor, inputs, grad_outputs=None, create_graph=False, retain_graph=None) -> tuple:
+    """autograd.grad that returns zeros (not None) for inputs ``out`` does not depend on."""
+    return torch.autograd.grad(
+        out, inputs, grad_outputs=grad_outputs, create_graph=create_graph, retain_graph=retain_graph,
+        allow_unused=True, materialize_grads=True,
+    )
+
+
+def _leaves(ts) -> tuple:
+    return tuple(t.detach().requires_grad_() for t in ts)
+
+
+def _dot(xs, ys) -> Tensor:
+    return sum((x * y).sum() for x, y in zip(xs, ys))
+
+
+def _add(xs, ys, scale: float = 1.0) -> tuple:
+    return tuple(x + scale * y for x, y in zip(xs, ys))
+
+
+def _step(problem: Bilevel, w, state, alpha, graph: bool):
+    """One inner step from w_{t-1}. With ``graph`` the result stays differentiable in ``alpha``
+    (and in ``w`` and ``state`` when those carry a graph); without, it is detached."""
+    with torch.enable_grad():
+        w = _leaves(w) if not graph else tuple(x if x.requires_grad else _leaves((x,))[0] for x in w)
+        loss = problem.train_loss(w, alpha)
+        g = _grad(loss, w, create_graph=graph)
+        w_new, state_new = problem.optimizer.update(g, state, w, alpha)
+    if not graph:
+        w_new, state_new = tuple(x.detach() for x in w_new), detach_state(state_new)
+    return w_new, state_new, loss.detach()
+
+
+def _greedy_term(problem: Bilevel, w, state, alpha, u_fn):
+    """Step from w_{t-1} with the optimizer state held constant and return ``(w_t, s_t, loss, u B_t)``
+    where ``B_t = dPhi(w_{t-1}, s_{t-1}, alpha) / dalpha`` and ``u = u_fn(w_t)``: one VJP."""
+    w_new, state_new, loss = _step(problem, _leaves(w), detach_state(state), alpha, graph=True)
+    w_det = tuple(x.detach() for x in w_new)
+    u, extra = u_fn(w_det)
+    term = _grad(w_new, alpha, grad_outputs=u)  # differentiates through grad_w train_loss: the VJP
+    return w_det, detach_state(state_new), loss, term, extra
+
+
+def _val_grads(problem: Bilevel, w, alpha):
+    """(grad_w val_loss(w, alpha), grad_alpha val_loss(w, alpha), val_loss) in one backward pass."""
+    with torch.enable_grad():
+        w = _leaves(w)
+        loss = problem.val_loss(w, alpha)
+        grads = _grad(loss, tuple(w) + tuple(alpha))
+    return grads[: len(w)], grads[len(w):], loss.detach()
+
+
+def _run(problem: Bilevel, w, state, alpha, steps: int):
+    loss = torch.tensor(float("nan"))
+    for _ in range(steps):
+        w, state, loss = _step(problem, w, state, alpha, graph=False)
+    return w, state, loss
+
+
+def _finish(problem, w, alpha, indirect, vjps, train_loss) -> Estimate:
+    _, direct, val = _val_grads(problem, w, alpha)
+    grad = direct if indirect is None else _add(direct, indirect)
+    return Estimate(tuple(x.detach() for x in grad), tuple(w), vjps, float(train_loss), float(val))
+
+
+def greedy(problem: Bilevel, w0, alpha, *, gamma: float = 0.9, variant: str = "eq6") -> Estimate:
+    """Greedy (equation 6): grad_alpha L_val(w_T) + sum_t gamma^(T-t) grad_{w_t} L_val(w_t) B_t.
+
+    ``variant="final"`` uses grad_{w_T} L_val(w_T) in every term instead; it replays the
+    trajectory once to get that vector first. Neither keeps the trajectory: memory is O(P + H)."""
+    if variant not in ("eq6", "final"):
+        raise ValueError(f"greedy: variant must be 'eq6' or 'final', got {variant!r}")
+    T, state = problem.T, problem.optimizer.init(w0)
+    if variant == "final":
+        w_T, _, _ = _run(problem, w0, state, alpha, T)
+        u_T = _val_grads(problem, w_T, alpha)[0]
+        u_fn = lambda w: (u_T, None)  # noqa: E731
+    else:
+        u_fn = lambda w: (_val_grads(problem, w, alpha)[0], None)  # noqa: E731
+    acc = tuple(torch.zeros_like(a) for a in alpha)
+    w, loss = w0, None
+    for _ in range(T):
+        w, state, loss, term, _ = _greedy_term(problem, w, state, alpha, u_fn)
+        acc = _add(tuple(gamma * a for a in acc), term)  # acc_t = gamma acc_{t-1} + term_t
+    return _finish(problem, w, alpha, acc, T, loss)
+
+
+def t1t2(problem: Bilevel, w0, alpha) -> Estimate:
+    """T1-T2 (Luketina et al. 2016): grad_alpha L_val(w_T) + grad_{w_T} L_val(w_T) B_T, the last step only."""
+    w, state, _ = _run(problem, w0, problem.optimizer.init(w0), alpha, problem.T - 1)
+    u_fn = lambda w: (_val_grads(problem, w, alpha)[0], None)  # noqa: E731
+    w, _, loss, term, _ = _greedy_term(problem, w, state, alpha, u_fn)
+    return _finish(problem, w, alpha, term, 1, loss)
+
+
+def fo(problem: Bilevel, w0, alpha) -> Estimate:
+    """First order: grad_alpha L_val(w_T) only, the dependence of w_T on alpha ignored."""
+    w, _, loss = _run(problem, w0, problem.optimizer.init(w0), alpha, problem.T)
+    return _finish(problem, w, alpha, None, 0, loss)
+
+
+def ift(problem: Bilevel, w0, alpha, *, terms: int = 5, neumann_lr: float | None = None) -> Estimate:
+    """IFT at w_T (Lorraine et al. 2020): grad_alpha L_val - v H^-1 d(grad_w L_train)/dalpha, with
+    H^-1 ~ eta sum_{j=0..K} (I - eta H)^j (K = ``terms``; eta = ``neumann_lr``, default the inner lr)."""
+    if terms < 0:
+        raise ValueError(f"ift: terms must be >= 0, got {terms}")
+    eta = neumann_lr if neumann_lr is not None else _inner_lr(problem)
+    w, _, loss = _run(problem, w0, problem.optimizer.init(w0), alpha, problem.T)
+    v = _val_grads(problem, w, alpha)[0]
+    with torch.enable_grad():
+        wl = _leaves(w)
+        g = _grad(problem.train_loss(wl, alpha), wl, create_graph=True)
+        p = cur = v
+        for _ in range(terms):
+            hv = _grad(g, wl, grad_outputs=cur, retain_graph=True)
+            cur = _add(cur, hv, -eta)
+            p = _add(p, cur)
+        mixed = _grad(g, alpha, grad_outputs=tuple(eta * pi for pi in p))
+    return _finish(problem, w, alpha, tuple(-m for m in mixed), terms + 1, loss)
+
+
+def full(problem: Bilevel, w0, alpha) -> Estimate:
+    """Exact hypergradient: reverse mode through all T steps, optimizer state included."""
+    return truncated(problem, w0, alpha, k=problem.T)
+
+
+def truncated(problem: Bilevel, w0, alpha, *, k: int) -> Estimate:
+    """Truncated back-propagation (Shaban et al. 2019): reverse mode through the last k steps only."""
+    if not 1 <= k <= problem.T:
+        raise ValueError(f"truncated: k must be in [1, T={problem.T}], got {k}")
+    w, state, _ = _run(problem, w0, problem.optimizer.init(w0), alpha, problem.T - k)
+    loss = None
+    with torch.enable_grad():
+        for _ in range(k):
+            w, state, loss = _step(problem, w, state, alpha, graph=True)
+        val = problem.val_loss(w, alpha)
+        grad = _grad(val, alpha)
+    w = tuple(x.detach() for x in w)
+    return Estimate(tuple(x.detach() for x in grad), w, k, float(loss), float(val.detach()))
+
+
+def _inner_lr(problem: Bilevel) -> float:
+    lr = problem.optimizer.lr
+    if lr is None or callable(lr):
+        raise ValueError("ift: pass neumann_lr (the inner optimizer has no fixed learning rate)")
+    return float(lr)
+
+
+METHODS: dict[str, Callable[..., Estimate]] = {
+    "greedy": greedy,
+    "t1t2": t1t2,
+    "ift": ift,
+    "fo": fo,
+    "full": full,
+    "truncated": truncated,
+}

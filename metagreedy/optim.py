@@ -1,0 +1,82 @@
+"""Differentiable inner optimizers: the update map Phi(w, alpha) as a pair of pure functions.
+
+An optimizer is ``Optimizer(init, update)`` (optax's shape): ``init(w) -> state`` and
+``update(g, state, w, alpha) -> (w_new, state_new)``. Nothing is done in place, so autograd can
+differentiate through any number of steps. ``alpha`` is passed to ``update`` so that a learning
+rate can itself be a hyperparameter (give ``lr`` as a callable of ``alpha``).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Sequence, Union
+
+import torch
+from torch import Tensor
+
+LR = Union[float, Tensor, Callable[[Sequence[Tensor]], Union[float, Tensor]]]
+
+
+class Optimizer(NamedTuple):
+    init: Callable[[Sequence[Tensor]], Any]
+    update: Callable[[Sequence[Tensor], Any, Sequence[Tensor], Sequence[Tensor]], tuple]
+    lr: LR | None = None  # the step size, for estimators that need one (IFT's Neumann series)
+
+
+def _resolve(lr: LR, alpha):
+    return lr(alpha) if callable(lr) else lr
+
+
+def sgd(lr: LR, momentum: float = 0.0) -> Optimizer:
+    """torch.optim.SGD (dampening 0, no Nesterov): v_t = momentum v_{t-1} + g_t, w_t = w_{t-1} - lr v_t, v_0 = 0."""
+
+    def init(w):
+        return tuple(torch.zeros_like(wi) for wi in w)
+
+    def update(g, v, w, alpha):
+        eta = _resolve(lr, alpha)
+        v = tuple(momentum * vi + gi for vi, gi in zip(v, g)) if momentum else tuple(g)
+        return tuple(wi - eta * vi for wi, vi in zip(w, v)), v
+
+    return Optimizer(init, update, lr)
+
+
+class AdamState(NamedTuple):
+    step: int
+    m: tuple
+    v: tuple
+
+
+def adam(lr: LR, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> Optimizer:
+    """torch.optim.Adam's update (no weight decay, no amsgrad), written out of place.
+
+    Its square root has an infinite derivative at a second moment of exactly zero: a coordinate
+    whose training gradient is exactly zero at step 1 gives NaN in reverse mode.
+    """
+    b1, b2 = betas
+
+    def init(w):
+        zeros = tuple(torch.zeros_like(wi) for wi in w)
+        return AdamState(0, zeros, zeros)
+
+    def update(g, state, w, alpha):
+        eta = _resolve(lr, alpha)
+        t = state.step + 1
+        m = tuple(b1 * mi + (1 - b1) * gi for mi, gi in zip(state.m, g))
+        v = tuple(b2 * vi + (1 - b2) * gi * gi for vi, gi in zip(state.v, g))
+        c1, c2 = 1 - b1**t, (1 - b2**t) ** 0.5
+        w = tuple(wi - (eta / c1) * mi / (vi.sqrt() / c2 + eps) for wi, mi, vi in zip(w, m, v))
+        return w, AdamState(t, m, v)
+
+    return Optimizer(init, update, lr)
+
+
+def detach_state(state):
+    """The optimizer state with every tensor cut from the graph (NamedTuples and tuples kept)."""
+    if isinstance(state, Tensor):
+        return state.detach()
+    if isinstance(state, tuple):
+        items = [detach_state(s) for s in state]
+        return type(state)(*items) if hasattr(state, "_fields") else tuple(items)
+    return state
+
+
+OPTIMIZERS = {"sgd": sgd, "adam": adam}

@@ -1,0 +1,214 @@
+"""The chain of oracles: closed forms -> exact reverse mode -> every approximation, in float64."""
+import pytest
+import torch
+
+import metagreedy as mg
+from problems import TOY_G, Flat, mlp, quadratic, toy, weighted_logreg
+
+PROBLEMS = {"quadratic": quadratic, "weighted_logreg": weighted_logreg, "mlp": mlp}
+
+
+def flat(tree):
+    leaves = tree.values() if isinstance(tree, dict) else (tree if isinstance(tree, (list, tuple)) else [tree])
+    return torch.cat([t.reshape(-1) for t in leaves])
+
+
+def run(problem, method, T, lr=0.1, momentum=0.0, **options):
+    tl, vl, params, hparams = problem
+    return mg.hypergradient(tl, vl, params, hparams, steps=T, lr=lr, momentum=momentum, method=method, **options)
+
+
+# ---- closed forms on the toy problem ------------------------------------------------------------
+
+def toy_closed_forms(T, lr=0.1, gamma=0.9):
+    """w_T = alpha + (I - lr G)^T (w_0 - alpha); dw_T/dalpha = I - (I - lr G)^T; B_t = lr G."""
+    a, w0 = torch.ones(2), torch.full((2,), 2.0)
+    grad_val = lambda w: 2 * w + 20 * torch.sin(w) * torch.cos(w)  # noqa: E731
+    w_T = a + (1 - lr * TOY_G) ** T * (w0 - a)
+    exact = grad_val(w_T) * (1 - (1 - lr * TOY_G) ** T)
+    greedy = torch.zeros(2)
+    for t in range(1, T + 1):
+        w_t = a + (1 - lr * TOY_G) ** t * (w0 - a)
+        greedy += gamma ** (T - t) * grad_val(w_t) * lr * TOY_G
+    final = grad_val(w_T) * lr * TOY_G * sum(gamma ** (T - t) for t in range(1, T + 1))
+    return w_T, exact, greedy, final
+
+
+@pytest.mark.parametrize("T", [1, 5, 10, 20])
+def test_toy_full_equals_closed_form(T):
+    w_T, exact, _, _ = toy_closed_forms(T)
+    res = run(toy(), "full", T)
+    torch.testing.assert_close(res.grad[0], exact, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(res.params[0], w_T, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("T", [1, 5, 10])
+@pytest.mark.parametrize("gamma", [0.0, 0.3, 0.9, 1.0])
+def test_toy_greedy_equals_closed_form(T, gamma):
+    _, _, greedy, final = toy_closed_forms(T, gamma=gamma)
+    torch.testing.assert_close(run(toy(), "greedy", T, gamma=gamma).grad[0], greedy, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(run(toy(), "greedy", T, gamma=gamma, variant="final").grad[0], final,
+                               rtol=1e-12, atol=1e-12)
+
+
+# ---- exact reverse mode against explicit Jacobians and finite differences -------------------------
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("T", [1, 3, 8])
+def test_full_equals_explicit_jacobian(name, momentum, T):
+    problem = PROBLEMS[name](torch.Generator().manual_seed(T))
+    ref = Flat(*problem).exact(T, 0.1, momentum)
+    torch.testing.assert_close(flat(run(problem, "full", T, momentum=momentum).grad), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_full_matches_finite_differences_on_mlp():
+    tl, vl, params, hparams = mlp(torch.Generator().manual_seed(3))
+    T, lr, momentum = 6, 0.1, 0.9
+
+    def val_at(alpha):  # forward only, by hand: momentum SGD then val_loss
+        w, v = [p.clone() for p in params], [torch.zeros_like(p) for p in params]
+        for _ in range(T):
+            w = [x.requires_grad_() for x in w]
+            g = torch.autograd.grad(tl(w, alpha), w)
+            v = [momentum * vi + gi for vi, gi in zip(v, g)]
+            w = [(x - lr * vi).detach() for x, vi in zip(w, v)]
+        return vl(w, alpha)
+
+    res = run((tl, vl, params, hparams), "full", T, momentum=momentum)
+    eps = 1e-6
+    for i, a in enumerate(hparams):
+        for j in range(a.numel()):
+            plus = [h.detach().clone() for h in hparams]
+            minus = [h.detach().clone() for h in hparams]
+            plus[i].view(-1)[j] += eps
+            minus[i].view(-1)[j] -= eps
+            fd = (val_at(plus) - val_at(minus)) / (2 * eps)
+            assert abs(fd - res.grad[i].view(-1)[j]) < 1e-7 * max(1.0, abs(fd))
+
+
+def test_full_unroll_passes_gradcheck():
+    """torch's own gradcheck on the differentiable unroll that ``full`` differentiates."""
+    tl, vl, params, hparams = weighted_logreg(torch.Generator().manual_seed(1))
+    opt = mg.sgd(0.1, 0.9)
+
+    def val_of(weights):
+        w = tuple(p.clone() for p in params.values())
+        keys = list(params)
+        train = lambda w, a: tl(dict(zip(keys, w)), {"weights": a[0]})  # noqa: E731
+        state = opt.init(w)
+        for _ in range(4):
+            w = tuple(x if x.requires_grad else x.requires_grad_() for x in w)
+            g = torch.autograd.grad(train(w, (weights,)), w, create_graph=True)
+            w, state = opt.update(g, state, w, (weights,))
+        return vl(dict(zip(keys, w)), {"weights": weights})
+
+    assert torch.autograd.gradcheck(val_of, (hparams["weights"].detach().clone().requires_grad_(),))
+
+
+# ---- every approximation against the explicit-Jacobian reference ---------------------------------
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("T", [1, 4, 12])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 0.99])
+def test_greedy_equals_explicit_equation_6(name, momentum, T, gamma):
+    problem = PROBLEMS[name](torch.Generator().manual_seed(T + 7))
+    ref = Flat(*problem)
+    for variant, final in (("eq6", False), ("final", True)):
+        got = flat(run(problem, "greedy", T, momentum=momentum, gamma=gamma, variant=variant).grad)
+        torch.testing.assert_close(got, ref.greedy(T, 0.1, momentum, gamma, final=final), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_t1_identities(name, momentum):
+    """With T=1 every unrolled method is exact: full = greedy (any gamma, both variants) = t1t2 = truncated."""
+    problem = PROBLEMS[name](torch.Generator().manual_seed(11))
+    ref = flat(run(problem, "full", 1, momentum=momentum).grad)
+    for method, opts in [("greedy", {"gamma": 0.7}), ("greedy", {"gamma": 0.7, "variant": "final"}),
+                         ("t1t2", {}), ("truncated", {"k": 1})]:
+        torch.testing.assert_close(flat(run(problem, method, 1, momentum=momentum, **opts).grad), ref,
+                                   rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_greedy_gamma_zero_is_t1t2(name, momentum):
+    problem = PROBLEMS[name](torch.Generator().manual_seed(5))
+    a = flat(run(problem, "greedy", 9, momentum=momentum, gamma=0.0).grad)
+    b = flat(run(problem, "t1t2", 9, momentum=momentum).grad)
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_truncated_k_equals_T_is_full_and_k_interpolates(name, momentum):
+    problem = PROBLEMS[name](torch.Generator().manual_seed(2))
+    T = 7
+    full = flat(run(problem, "full", T, momentum=momentum).grad)
+    torch.testing.assert_close(flat(run(problem, "truncated", T, momentum=momentum, k=T).grad), full,
+                               rtol=1e-12, atol=1e-13)
+    # k=1 restarts the momentum buffer's graph at w_{T-1}: with momentum 0 that is T1-T2 exactly
+    if momentum == 0.0:
+        torch.testing.assert_close(flat(run(problem, "truncated", T, k=1).grad), flat(run(problem, "t1t2", T).grad),
+                                   rtol=1e-12, atol=1e-13)
+
+
+def test_fo_is_direct_gradient_only():
+    tl, vl, params, hparams = quadratic(torch.Generator().manual_seed(4))
+    res = run((tl, vl, params, hparams), "fo", 5)
+    torch.testing.assert_close(res.grad[0], 0.2 * hparams[0].detach(), rtol=1e-14, atol=0)
+    assert res.vjps == 0
+
+
+# ---- IFT converges to the implicit-function hypergradient ----------------------------------------
+
+def test_ift_converges_on_ridge_as_terms_grow():
+    """Ridge regression with per-feature log penalties alpha. Started at the exact minimiser w*,
+    IFT's Neumann series must approach the implicit-function hypergradient as K grows."""
+    gen = torch.Generator().manual_seed(0)
+    n, d = 30, 4
+    X, y = torch.randn(n, d, generator=gen), torch.randn(n, generator=gen)
+    Xv, yv = torch.randn(20, d, generator=gen), torch.randn(20, generator=gen)
+    alpha = torch.randn(d, generator=gen) * 0.3
+
+    def train_loss(w, a):
+        return 0.5 * ((X @ w[0] - y) ** 2).mean() + 0.5 * (torch.exp(a[0]) * w[0] ** 2).sum()
+
+    def val_loss(w, a):
+        return 0.5 * ((Xv @ w[0] - yv) ** 2).mean()
+
+    H = X.T @ X / n + torch.diag(torch.exp(alpha))
+    w_star = torch.linalg.solve(H, X.T @ y / n)
+    dval = Xv.T @ (Xv @ w_star - yv) / 20
+    # g = H w - X^T y / n ; dg/dalpha = diag(exp(alpha) w*) ; hypergrad = -dval^T H^{-1} dg/dalpha
+    exact = -torch.linalg.solve(H, dval) * torch.exp(alpha) * w_star
+    errors = []
+    for K in [0, 1, 2, 5, 10, 40]:
+        res = mg.hypergradient(train_loss, val_loss, [w_star], [alpha.clone().requires_grad_()],
+                               steps=1, lr=0.0, method="ift", terms=K, neumann_lr=0.5)
+        errors.append((res.grad[0] - exact).norm().item() / exact.norm().item())
+        assert res.vjps == K + 1
+    assert all(b < a for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 1e-10, errors
+
+
+# ---- learning rate as a hyperparameter --------------------------------------------------------------
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_learned_learning_rate(momentum):
+    tl, vl, params, hparams = quadratic(torch.Generator().manual_seed(9))
+    lr = torch.tensor(0.05, requires_grad=True)
+    train = lambda w, a: tl(w, a[:1])  # noqa: E731
+    val = lambda w, a: vl(w, a[:1])  # noqa: E731
+    hp = [hparams[0], lr]
+    res = mg.hypergradient(train, val, params, hp, steps=6, lr=lr, momentum=momentum, method="full")
+    eps = 1e-6
+
+    def val_at(step):
+        return mg.hypergradient(train, val, params, [hparams[0], torch.tensor(step)], steps=6, lr=step,
+                                momentum=momentum, method="fo").val_loss
+
+    fd = (val_at(0.05 + eps) - val_at(0.05 - eps)) / (2 * eps)
+    assert abs(res.grad[1].item() - fd) < 1e-7
