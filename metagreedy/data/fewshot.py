@@ -1,0 +1,156 @@
+"""Few-shot task samplers: N-way K-shot episodes with Q queries per class.
+
+The interface is learn2learn's (``sample()``, indexing, iteration, endless with ``num_tasks=-1``),
+with one difference that matters for reproducible research: task ``i`` is a function of
+``(seed, i)`` alone, never of a global RNG or of the order tasks were drawn in."""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from ..rng import keyed_generator
+
+
+class Episode(NamedTuple):
+    support_x: Tensor  # [ways * shots, 1, H, W], float in [0, 1], ink = 1
+    support_y: Tensor  # [ways * shots], labels 0..ways-1
+    query_x: Tensor  # [ways * queries, 1, H, W]
+    query_y: Tensor  # [ways * queries]
+
+
+class FewShotTasks:
+    """N-way K-shot tasks over ``images`` (uint8 [classes, drawings, H, W]).
+
+    ``classes`` restricts sampling to a subset of class indices (a split); ``rotations`` adds each
+    class rotated by 90, 180 and 270 degrees as three new classes."""
+
+    def __init__(self, images: Tensor, ways: int, shots: int, queries: int, *, seed: int = 0,
+                 num_tasks: int = -1, classes: Optional[Tensor] = None, rotations: bool = False, name: str = ""):
+        self.images = images
+        self.base = torch.arange(images.shape[0]) if classes is None else torch.as_tensor(classes)
+        self.rotations = rotations
+        self.n_classes = len(self.base) * (4 if rotations else 1)
+        drawings = images.shape[1]
+        for label, value in (("ways", ways), ("shots", shots), ("queries", queries)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        if ways > self.n_classes:
+            raise ValueError(f"{ways}-way tasks need {ways} classes, but the {name or 'given'} split has "
+                             f"{self.n_classes}")
+        if shots + queries > drawings:
+            raise ValueError(f"shots + queries = {shots + queries} is more than the {drawings} drawings a class has")
+        if num_tasks != -1 and num_tasks < 1:
+            raise ValueError(f"num_tasks must be -1 (endless) or positive, got {num_tasks}")
+        self.ways, self.shots, self.queries = ways, shots, queries
+        self.seed, self.num_tasks, self.name = seed, num_tasks, name
+        self._cursor = 0
+
+    def __len__(self) -> int:
+        if self.num_tasks == -1:
+            raise TypeError("an endless task set (num_tasks=-1) has no length")
+        return self.num_tasks
+
+    def __getitem__(self, index: int) -> Episode:
+        if self.num_tasks != -1:
+            if index < 0:
+                index += self.num_tasks
+            if not 0 <= index < self.num_tasks:
+                raise IndexError(f"task {index} of {self.num_tasks}")
+        elif index < 0:
+            raise IndexError("negative index into an endless task set")
+        gen = keyed_generator(self.seed, index)
+        chosen = torch.randperm(self.n_classes, generator=gen)[: self.ways]
+        per_class = self.shots + self.queries
+        drawings = torch.stack([torch.randperm(self.images.shape[1], generator=gen)[:per_class]
+                                for _ in range(self.ways)])
+        k = 4 if self.rotations else 1
+        base = self.base[chosen // k]
+        x = self.images[base[:, None], drawings]  # [ways, shots + queries, H, W]
+        if self.rotations:
+            x = torch.stack([torch.rot90(xc, int(r), dims=(-2, -1)) for xc, r in zip(x, chosen % k)])
+        x = x.float().div_(255).unsqueeze(2)  # [ways, n, 1, H, W]
+        y = torch.arange(self.ways)[:, None].expand(-1, per_class)
+        s, q = self.shots, self.queries
+        return Episode(x[:, :s].reshape(-1, *x.shape[2:]), y[:, :s].reshape(-1),
+                       x[:, s:].reshape(-1, *x.shape[2:]), y[:, s:].reshape(-1))
+
+    def sample(self) -> Episode:
+        """The next task of this sampler's sequence (tasks 0, 1, 2, ... of its seed)."""
+        task = self[self._cursor]
+        self._cursor += 1
+        return task
+
+    def __iter__(self):
+        index = 0
+        while self.num_tasks == -1 or index < self.num_tasks:
+            yield self[index]
+            index += 1
+
+
+def split_classes(n: int, val_fraction: float, split_seed: int = 0) -> tuple[Tensor, Tensor]:
+    """(train, validation) class indices: a fixed random ``val_fraction`` of the classes held out."""
+    perm = torch.randperm(n, generator=keyed_generator(split_seed, n))
+    n_val = max(1, round(val_fraction * n))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def get_tasksets(name: str, ways: int, shots: int, queries: int, *, root: str = "./data", seed: int = 0,
+                 eval_seed: int = 12345, val_fraction: float = 0.2, rotations: bool = False,
+                 num_tasks: int = -1, eval_tasks: int = -1, synthetic_classes: tuple[int, int] = (964, 659)):
+    """``(train, validation, test)`` task sets, as learn2learn's ``get_tasksets`` returns them.
+
+    ``name`` is ``"omniglot"`` (background alphabets -> meta-train and meta-validation, evaluation
+    alphabets -> meta-test) or ``"synthetic"`` (the built-in alphabet, split the same way).
+    Validation and test tasks use ``eval_seed``, so every run is scored on the same tasks."""
+    from .omniglot import load_omniglot
+    from .synthetic import synthetic_alphabet
+
+    if name == "omniglot":
+        background, _ = load_omniglot(root, background=True)
+        evaluation, _ = load_omniglot(root, background=False)
+    elif name == "synthetic":
+        both = synthetic_alphabet(sum(synthetic_classes))
+        background, evaluation = both[: synthetic_classes[0]], both[synthetic_classes[0]:]
+    else:
+        raise ValueError(f"unknown task set {name!r}; choose 'omniglot' or 'synthetic'")
+    train_classes, val_classes = split_classes(background.shape[0], val_fraction)
+    common = dict(ways=ways, shots=shots, queries=queries, rotations=rotations)
+    return (FewShotTasks(background, seed=seed, num_tasks=num_tasks, classes=train_classes, name="meta-train",
+                         **common),
+            FewShotTasks(background, seed=eval_seed, num_tasks=eval_tasks, classes=val_classes,
+                         name="meta-validation", **common),
+            FewShotTasks(evaluation, seed=eval_seed + 1, num_tasks=eval_tasks, name="meta-test", **common))
+
+
+class Learn2LearnTasks:
+    """A learn2learn ``TaskDataset`` seen as episodes: each of its tasks ``(X, y)`` is split per class
+    into the first ``shots`` examples (support) and the rest (query), labels remapped to 0..ways-1."""
+
+    def __init__(self, taskset, shots: int):
+        self.taskset, self.shots = taskset, shots
+
+    def _episode(self, task) -> Episode:
+        x, y = task[0], torch.as_tensor(task[1])
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        support, query = [], []
+        for label, cls in enumerate(torch.unique(y, sorted=True)):
+            idx = (y == cls).nonzero().flatten()
+            support += [(i, label) for i in idx[: self.shots].tolist()]
+            query += [(i, label) for i in idx[self.shots:].tolist()]
+        si, sy = zip(*support)
+        qi, qy = zip(*query)
+        return Episode(x[list(si)].float(), torch.tensor(sy), x[list(qi)].float(), torch.tensor(qy))
+
+    def __getitem__(self, index: int) -> Episode:
+        return self._episode(self.taskset[index])
+
+    def sample(self) -> Episode:
+        return self._episode(self.taskset.sample())
+
+
+def from_learn2learn(taskset, shots: int) -> Learn2LearnTasks:
+    """Use a learn2learn ``TaskDataset`` wherever metagreedy takes a task sampler."""
+    return Learn2LearnTasks(taskset, shots)

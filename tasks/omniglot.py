@@ -1,0 +1,152 @@
+"""Few-shot Omniglot with warp-layer hyperparameters (the method paper's table 3).
+
+Per task: ``T`` steps of momentum SGD on the support set adapt layers 1, 3, 5 and the head; the
+validation loss is the query loss; the hyperparameters are the warp layers 2, 4, 6 (and, with
+``--init learned``, the initialisation of the adapted layers). The hypergradient of a meta-batch is
+the mean over its tasks. The inner loop runs through ``higher`` (``--higher``, default) or
+``torch.func.functional_call``; both give the same numbers (tests/test_modules.py).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+import metagreedy as mg
+from metagreedy import nn as mgnn
+from metagreedy.config import UsageError
+from metagreedy.data import DataError
+from metagreedy.data.fewshot import get_tasksets
+from metagreedy.data.omniglot import available, download
+from metagreedy.higher_loop import higher_forward, higher_sgd
+from metagreedy.models import WarpConvNet
+
+from .common import mean_ci95, method_options
+
+DEFAULTS = dict(
+    inner_steps=5,
+    inner_lr=0.1,
+    momentum=0.9,
+    outer_steps=2000,
+    outer_lr=1e-3,
+    outer_optimizer="adam",
+    meta_batch=16,  # tasks per outer step: a common Omniglot choice, and what the throughput target uses
+    terms=2,  # IFT(2), the paper's baseline
+    dataset="auto",
+    eval_every=100,
+    eval_tasks=100,
+    final_eval_tasks=600,
+    checkpoint_every=100,
+)
+
+
+def choose_dataset(cfg) -> str:
+    """``omniglot`` or ``synthetic`` for ``--dataset auto|omniglot|synthetic``."""
+    if cfg.dataset not in ("auto", "omniglot", "synthetic"):
+        raise UsageError(f"unknown --dataset '{cfg.dataset}' for omniglot; choose auto, omniglot or synthetic")
+    if cfg.dataset == "synthetic" or available(cfg.data_root):
+        return "synthetic" if cfg.dataset == "synthetic" else "omniglot"
+    try:
+        download(cfg.data_root)
+        return "omniglot"
+    except DataError:
+        if cfg.dataset == "omniglot":
+            raise
+        return "synthetic"
+
+
+class Task:
+    def __init__(self, cfg, device, dtype, tasksets=None):
+        self.cfg, self.device, self.dtype = cfg, device, dtype
+        if tasksets is None:
+            self.dataset = choose_dataset(cfg)
+            try:
+                tasksets = get_tasksets(self.dataset, cfg.ways, cfg.shots, cfg.queries, root=cfg.data_root,
+                                        seed=cfg.seed, val_fraction=cfg.val_fraction, rotations=cfg.rotations)
+            except ValueError as e:  # too many ways, too many shots + queries
+                raise UsageError(str(e)) from None
+        else:
+            self.dataset = "custom"
+        self.train_tasks, self.val_tasks, self.test_tasks = tasksets
+        torch.manual_seed(cfg.seed)  # the fixed random initialisation: one per seed
+        self.model = WarpConvNet(cfg.ways).to(device=device, dtype=dtype)
+        self.w0, warp = mgnn.split(self.model, WarpConvNet.WARP)
+        self.hparams = dict(warp)
+        if cfg.init == "learned":  # w = init + delta, delta_0 = 0: same dynamics, init is a hyperparameter
+            self.hparams.update({f"init.{n}": w.clone().requires_grad_() for n, w in self.w0.items()})
+        self.forward = higher_forward(self.model) if cfg.higher else mgnn.module_forward(self.model)
+        self.optimizer = higher_sgd(cfg.inner_lr, cfg.momentum) if cfg.higher and cfg.inner_optimizer == "sgd" \
+            else cfg.inner_optimizer
+        self.options = method_options(cfg)
+
+    def info(self) -> dict:
+        return {"dataset": self.dataset, "adapted": list(self.w0), "hyper": list(self.hparams)}
+
+    # ---- one task ----
+    def _forward(self, w, alpha, x):
+        if self.cfg.init == "learned":
+            w = {n: alpha[f"init.{n}"] + d for n, d in w.items()}
+            alpha = {n: a for n, a in alpha.items() if not n.startswith("init.")}
+        return self.forward(w, alpha, x)
+
+    def _start(self):
+        if self.cfg.init == "learned":
+            return {n: torch.zeros_like(w) for n, w in self.w0.items()}
+        return self.w0
+
+    def _episode(self, task):
+        return [t.to(self.device, self.dtype if t.is_floating_point() else t.dtype) for t in task]
+
+    def adapt_and_estimate(self, task, method=None):
+        xs, ys, xq, yq = self._episode(task)
+        train_loss, val_loss = mgnn.losses(self._forward, F.cross_entropy, (xs, ys), (xq, yq))
+        method = method or self.cfg.method
+        options = self.options if method == self.cfg.method else {}
+        res = mg.hypergradient(train_loss, val_loss, self._start(), self.hparams, steps=self.cfg.inner_steps,
+                               lr=self.cfg.inner_lr, momentum=self.cfg.momentum, method=method,
+                               optimizer=self.optimizer, **options)
+        with torch.no_grad():
+            acc = (self._forward(res.params, self.hparams, xq).argmax(1) == yq).double().mean().item()
+        return res, acc
+
+    # ---- the protocol train.py drives ----
+    def hypergradient(self, step, members):
+        grads = {n: torch.zeros_like(a) for n, a in self.hparams.items()}
+        val_losses, train_losses, accs, vjps = [], [], [], 0
+        for j in members:
+            res, acc = self.adapt_and_estimate(self.train_tasks[step * self.cfg.meta_batch + j])
+            for n in grads:
+                grads[n] += res.grad[n]
+            val_losses.append(res.val_loss)
+            train_losses.append(res.train_loss)
+            accs.append(acc)
+            vjps = res.vjps
+        n = max(len(members), 1)
+        metrics = {"val_loss": sum(val_losses) / n, "train_loss": sum(train_losses) / n,
+                   "train_query_acc": sum(accs) / n, "vjps": vjps}
+        return grads, metrics, len(members)
+
+    def accuracy(self, tasks, count: int) -> list[float]:
+        """Query accuracy after adaptation (no hypergradient) on tasks 0..count-1 of a split."""
+        out = []
+        for i in range(count):
+            xs, ys, xq, yq = self._episode(tasks[i])
+            train_loss = lambda w, a: F.cross_entropy(self._forward(w, a, xs), ys)  # noqa: E731
+            res = mg.hypergradient(train_loss, train_loss, self._start(), self.hparams, steps=self.cfg.inner_steps,
+                                   lr=self.cfg.inner_lr, momentum=self.cfg.momentum, method="fo",
+                                   optimizer=self.optimizer)
+            with torch.no_grad():
+                out.append((self._forward(res.params, self.hparams, xq).argmax(1) == yq).double().mean().item())
+        return out
+
+    def evaluate(self, step):
+        mean, ci = mean_ci95(self.accuracy(self.val_tasks, self.cfg.eval_tasks))
+        return {"meta_val_acc": mean, "meta_val_ci95": ci}
+
+    def final(self):
+        n = self.cfg.final_eval_tasks
+        val, val_ci = mean_ci95(self.accuracy(self.val_tasks, n))
+        test, test_ci = mean_ci95(self.accuracy(self.test_tasks, n))
+        return {"meta_val_acc": val, "meta_val_ci95": val_ci, "meta_test_acc": test, "meta_test_ci95": test_ci,
+                "eval_tasks": n}
+
+
