@@ -51,6 +51,8 @@ def run(argv=None) -> int:
         outer_opt.load_state_dict(resumed["outer_opt"])
         checkpoint.set_rng_state(resumed["rng"])
         start, bad_steps, elapsed = resumed["step"], resumed["bad_steps"], resumed["elapsed"]
+        if resumed.get("task_state") is not None:
+            task.load_state(resumed["task_state"])
 
     # ---- run directory and logs ----
     run_dir = cfg.resume or cfg.run_dir or default_run_dir(cfg)
@@ -73,7 +75,8 @@ def run(argv=None) -> int:
             checkpoint.save(run_dir, {"step": step, "task": cfg.task, "config": resolved,
                                       "hparams": {k: v.detach().cpu() for k, v in task.hparams.items()},
                                       "outer_opt": outer_opt.state_dict(), "rng": checkpoint.rng_state(),
-                                      "bad_steps": bad_steps, "elapsed": elapsed, "wandb_id": log.wandb_id})
+                                      "bad_steps": bad_steps, "elapsed": elapsed, "wandb_id": log.wandb_id,
+                                      "task_state": task.state() if hasattr(task, "state") else None})
 
     # ---- the outer loop ----
     status, step = "finished", start

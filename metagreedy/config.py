@@ -57,6 +57,8 @@ class Config:
     n_train: int = 1000
     n_val: int = 10000
     val_batch: int = 0  # validation mini-batch for the hypergradient; 0 = the whole validation set
+    hpo: bool = True  # --no-hpo: alpha stays 0 (the "w/o HPO" row), same training
+    oracle: bool = False  # train on the clean examples only (the oracle row)
     # infrastructure
     run_dir: str = ""  # default: runs/<task>-<method>-<seed>-<time>
     resume: str = ""  # a run directory to continue
@@ -175,7 +177,8 @@ def validate(cfg: Config) -> None:
     need(cfg.method in METHODS, f"unknown --method '{cfg.method}'; choose from {', '.join(sorted(METHODS))}")
     need(0.0 <= cfg.gamma <= 1.0, f"--gamma must be in [0, 1], got {cfg.gamma}")
     need(cfg.variant in ("eq6", "final"), f"--variant must be eq6 or final, got '{cfg.variant}'")
-    for name in ("inner_steps", "outer_steps", "meta_batch", "ways", "shots", "queries", "eval_every",
+    need(cfg.outer_steps >= 0, f"--outer-steps must be >= 0, got {cfg.outer_steps}")
+    for name in ("inner_steps", "meta_batch", "ways", "shots", "queries", "eval_every",
                  "eval_tasks", "final_eval_tasks", "checkpoint_every", "n_train", "max_bad_steps"):
         value = getattr(cfg, name)
         need(value >= 1, f"--{name.replace('_', '-')} must be at least 1, got {value}")

@@ -1,0 +1,88 @@
+"""Noisy-label splits for data hyper-cleaning on MNIST / Fashion-MNIST (torchvision)."""
+from __future__ import annotations
+
+import os
+import socket
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..rng import keyed_generator
+from . import DataError
+
+DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+
+
+def load_split(name: str, root: str, train: bool) -> tuple[Tensor, Tensor]:
+    """``(images float [N, 1, 28, 28] in [0, 1], labels long [N])`` through torchvision, downloading
+    when the files are missing and the network allows."""
+    import torchvision
+
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset '{name}'; choose from {', '.join(DATASETS)}")
+    cls = getattr(torchvision.datasets, DATASETS[name])
+    folder = os.path.join(root, DATASETS[name], "raw")
+    try:
+        ds = cls(root, train=train, download=False)
+    except RuntimeError:  # not found: try to download
+        old = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(20)
+        try:
+            ds = cls(root, train=train, download=True)
+        except Exception as e:  # noqa: BLE001
+            raise DataError(f"{DATASETS[name]} is not under '{root}' and could not be downloaded ({type(e).__name__}); "
+                            f"run `python -c \"import torchvision; torchvision.datasets.{DATASETS[name]}('{root}', "
+                            f"download=True)\"` on a machine with internet, or copy the raw files to {folder}") from None
+        finally:
+            socket.setdefaulttimeout(old)
+    except Exception as e:  # noqa: BLE001 - a truncated idx file fails in many ways
+        raise DataError(f"cannot read {DATASETS[name]} under '{folder}' ({type(e).__name__}): the files are truncated "
+                        "or corrupt; delete them and download again") from None
+    expected = 60000 if train else 10000
+    if ds.data.shape != (expected, 28, 28) or ds.targets.shape != (expected,):
+        raise DataError(f"{DATASETS[name]} under '{folder}' has {tuple(ds.data.shape)} images, expected "
+                        f"({expected}, 28, 28): the files are truncated or corrupt; download them again")
+    return ds.data.unsqueeze(1).float().div_(255), ds.targets.long()
+
+
+def corrupt(labels: Tensor, p: float, classes: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``(noisy labels, corrupted mask)``: each label is corrupted with probability ``p`` and then
+    replaced by a class drawn uniformly from the *other* ``classes - 1`` classes, so a corrupted
+    example always carries a wrong label and the realised noise rate is ``p`` in expectation."""
+    mask = torch.rand(labels.shape, generator=gen) < p
+    offset = torch.randint(1, classes, labels.shape, generator=gen)
+    noisy = torch.where(mask, (labels + offset) % classes, labels)
+    return noisy, mask
+
+
+class CleaningData(NamedTuple):
+    x_train: Tensor
+    y_train: Tensor  # noisy labels
+    y_clean: Tensor  # the true labels of the training examples
+    corrupted: Tensor  # bool mask
+    x_val: Tensor
+    y_val: Tensor
+    x_test: Tensor
+    y_test: Tensor
+
+
+def make_cleaning_data(name: str, root: str, *, noise: float, seed: int, n_train: int = 1000,
+                       protocol: str = "paper", n_val: int = 10000) -> CleaningData:
+    """``n_train`` training examples drawn at random with noisy labels. Protocol ``paper``: the whole
+    test split is the (clean) validation set and the test set. ``heldout``: ``n_val`` clean
+    validation examples from the training split, disjoint from the training examples; test split untouched."""
+    x, y = load_split(name, root, train=True)
+    x_test, y_test = load_split(name, root, train=False)
+    gen = keyed_generator(seed, 0xC1EA)
+    perm = torch.randperm(len(y), generator=gen)
+    train_idx = perm[:n_train]
+    noisy, mask = corrupt(y[train_idx], noise, 10, gen)
+    if protocol == "paper":
+        x_val, y_val = x_test, y_test
+    elif protocol == "heldout":
+        val_idx = perm[n_train:n_train + n_val]
+        x_val, y_val = x[val_idx], y[val_idx]
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}; choose paper or heldout")
+    return CleaningData(x[train_idx], noisy, y[train_idx], mask, x_val, y_val, x_test, y_test)
