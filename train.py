@@ -22,7 +22,7 @@ import torch
 
 def run(argv=None) -> int:
     import tasks
-    from metagreedy import checkpoint, config
+    from metagreedy import checkpoint, config, faults
     from metagreedy.distributed import World
     from metagreedy.runlog import RunLog, warn
 
@@ -72,7 +72,7 @@ def run(argv=None) -> int:
 
     def save(step):
         if world.main:
-            checkpoint.save(run_dir, {"step": step, "task": cfg.task, "config": resolved,
+            checkpoint.save(run_dir, step, {"step": step, "task": cfg.task, "config": resolved,
                                       "hparams": {k: v.detach().cpu() for k, v in task.hparams.items()},
                                       "outer_opt": outer_opt.state_dict(), "rng": checkpoint.rng_state(),
                                       "bad_steps": bad_steps, "elapsed": elapsed, "wandb_id": log.wandb_id,
@@ -86,7 +86,10 @@ def run(argv=None) -> int:
     try:
         for step in range(start, cfg.outer_steps):
             t0 = time.perf_counter()
+            faults.maybe_signal(step)
             grads, metrics, count = task.hypergradient(step, world.members(cfg.meta_batch))
+            if faults.hit("nan", step):
+                grads = {n: g * float("nan") for n, g in grads.items()}
             names = list(task.hparams)
             total = world.sum([grads[n].to(device) for n in names] + [torch.tensor(float(count), device=device)])
             grads = {n: g / total[-1] for n, g in zip(names, total[:-1])}

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 
 import numpy as np
 import torch
+
+from . import faults
 
 LATEST = "checkpoint.pt"
 
@@ -29,13 +32,17 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(run_dir: str, payload: dict) -> str:
+def save(run_dir: str, step: int, payload: dict) -> str:
     """Write ``payload`` to ``run_dir/checkpoint.pt`` through a temporary file, fsync and rename."""
     path = os.path.join(run_dir, LATEST)
     tmp = path + ".tmp"
     try:
         with open(tmp, "wb") as fh:
             torch.save(payload, fh)
+            if faults.hit("kill_in_checkpoint", step):  # the tests' crash in mid-write
+                fh.truncate(fh.tell() // 2)
+                fh.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

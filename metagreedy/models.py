@@ -6,8 +6,9 @@ from torch import nn
 
 def conv_block(c_in: int, c_out: int, pool: bool) -> list[nn.Module]:
     # parameter-free batch norm (batch statistics, no running state): nothing in it to adapt or
-    # warp, and no state leaks from one task to the next
-    layers = [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out, affine=False, track_running_stats=False),
+    # warp, and no state leaks from one task to the next. It removes the per-channel mean, so a conv
+    # bias would get an exactly-zero gradient (round-off that Adam would blow up): no bias.
+    layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out, affine=False, track_running_stats=False),
               nn.ReLU()]
     return layers + [nn.MaxPool2d(2)] if pool else layers
 

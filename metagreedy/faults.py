@@ -1,0 +1,28 @@
+"""Fault injection for the reliability tests: ``METAGREEDY_FAULT="nan@3,kill@5"`` makes outer step 3
+produce a NaN hypergradient and kills the process (SIGKILL) at step 5. Kinds: ``nan`` (from that
+step on with ``nan+``), ``kill``, ``interrupt`` (SIGINT, as Ctrl-C), ``kill_in_checkpoint`` (SIGKILL
+halfway through writing the checkpoint of that step). Unset, nothing happens."""
+from __future__ import annotations
+
+import os
+import signal
+
+
+def _spec() -> list[tuple[str, int, bool]]:
+    out = []
+    for item in filter(None, os.environ.get("METAGREEDY_FAULT", "").split(",")):
+        kind, _, at = item.partition("@")
+        onward = kind.endswith("+")
+        out.append((kind.rstrip("+"), int(at), onward))
+    return out
+
+
+def hit(kind: str, step: int) -> bool:
+    return any(k == kind and (step == at or (onward and step >= at)) for k, at, onward in _spec())
+
+
+def maybe_signal(step: int) -> None:
+    if hit("kill", step):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if hit("interrupt", step):
+        os.kill(os.getpid(), signal.SIGINT)

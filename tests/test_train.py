@@ -1,0 +1,305 @@
+"""train.py end to end: logs, checkpoints, exact resume, bad input, faults, two processes."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(ROOT, "..", "shared", "data")
+TOY = ["--task", "toy", "--outer-steps", "12", "--checkpoint-every", "4", "--no-progress"]
+FEWSHOT = ["--task", "omniglot", "--dataset", "synthetic", "--ways", "3", "--shots", "1", "--queries", "2",
+           "--meta-batch", "2", "--outer-steps", "4", "--eval-every", "2", "--eval-tasks", "3",
+           "--final-eval-tasks", "4", "--checkpoint-every", "2", "--no-progress", "--inner-steps", "2"]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.delenv("METAGREEDY_FAULT", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def rows(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as fh:
+        return [json.loads(line) for line in fh]
+
+
+def summary(run_dir):
+    with open(os.path.join(run_dir, "summary.json")) as fh:
+        return json.load(fh)
+
+
+def final_hparams(run_dir):
+    return torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)["hparams"]
+
+
+def cli(args, env=None, check=None):
+    """train.py in a fresh process (for signals and exit codes)."""
+    full_env = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args], capture_output=True, text=True,
+                          env=full_env, timeout=600)
+    if check is not None:
+        assert proc.returncode == check, proc.stderr[-3000:]
+    return proc
+
+
+# ---- what a run leaves behind ------------------------------------------------------------------------
+
+def test_toy_run_leaves_logs_config_checkpoint_and_wandb_offline(tmp_path):
+    run_dir = str(tmp_path / "toy")
+    assert train.main(TOY + ["--run-dir", run_dir, "--wandb", "offline"]) == 0
+    r = rows(run_dir)
+    assert [row["step"] for row in r] == list(range(12))
+    for key in ("val_loss", "cosine", "hypergrad_norm", "step_time", "vjps"):
+        assert key in r[0]
+    s = summary(run_dir)
+    assert s["status"] == "finished" and s["dataset"] == "toy" and s["vjps_per_step"] == 10
+    assert os.path.exists(os.path.join(run_dir, "config.yaml"))
+    ckpt = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)
+    assert ckpt["step"] == 12 and ckpt["config"]["task"] == "toy" and "packages" in ckpt["config"]
+    offline = [d for d in os.listdir(os.path.join(run_dir, "wandb")) if d.startswith("offline-run-")]
+    assert len(offline) == 1
+    files = os.listdir(os.path.join(run_dir, "wandb", offline[0]))
+    assert any(f.endswith(".wandb") for f in files)
+    with open(os.path.join(run_dir, "wandb", offline[0], [f for f in files if f.endswith(".wandb")][0]), "rb") as fh:
+        blob = fh.read()
+    assert b"hypergrad_norm" in blob and b"cosine" in blob
+
+
+def test_wandb_disabled_leaves_no_wandb_files(tmp_path):
+    run_dir = str(tmp_path / "toy")
+    assert train.main(TOY + ["--run-dir", run_dir, "--wandb", "disabled"]) == 0
+    assert not os.path.exists(os.path.join(run_dir, "wandb"))
+    assert os.path.exists(os.path.join(run_dir, "metrics.jsonl"))
+
+
+def test_fewshot_run_writes_the_summary(tmp_path):
+    run_dir = str(tmp_path / "fs")
+    assert train.main(FEWSHOT + ["--run-dir", run_dir, "--wandb", "disabled"]) == 0
+    s = summary(run_dir)
+    for key in ("meta_val_acc", "meta_val_ci95", "meta_test_acc", "meta_test_ci95", "wall_time", "vjps_per_step"):
+        assert key in s
+    assert s["dataset"] == "synthetic"
+    assert any("meta_val_acc" in row for row in rows(run_dir))
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "MNIST", "raw")), reason="MNIST not at ../shared/data")
+def test_hyper_cleaning_run_writes_the_summary(tmp_path):
+    run_dir = str(tmp_path / "hc")
+    args = ["--task", "hyper_cleaning", "--data-root", SHARED, "--outer-steps", "2", "--inner-steps", "2",
+            "--n-train", "100", "--val-batch", "200", "--eval-every", "2", "--no-progress", "--run-dir", run_dir,
+            "--wandb", "disabled"]
+    assert train.main(args) == 0
+    s = summary(run_dir)
+    for key in ("test_acc", "val_acc", "detect_f1", "wall_time", "vjps_per_step"):
+        assert key in s
+
+
+def test_config_file_and_flag_precedence(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("task: toy\ngamma: 0.5\nouter_steps: 3\n")
+    run_dir = str(tmp_path / "r")
+    assert train.main(["--config", str(cfg), "--outer-steps", "2", "--run-dir", run_dir, "--wandb", "disabled",
+                       "--no-progress"]) == 0
+    import yaml
+    with open(os.path.join(run_dir, "config.yaml")) as fh:
+        resolved = yaml.safe_load(fh)
+    assert resolved["gamma"] == 0.5 and resolved["outer_steps"] == 2 and resolved["inner_steps"] == 10
+
+
+# ---- exact resume after SIGKILL ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fault", ["kill@7", "kill_in_checkpoint@8"])
+def test_killed_run_resumes_exactly(tmp_path, fault):
+    base = TOY + ["--method", "greedy", "--gamma", "0.5", "--wandb", "disabled"]
+    straight = str(tmp_path / "straight")
+    cli(base + ["--run-dir", straight], check=0)
+    killed = str(tmp_path / "killed")
+    proc = cli(base + ["--run-dir", killed], env={"METAGREEDY_FAULT": fault})
+    assert proc.returncode == -9
+    assert torch.load(os.path.join(killed, "checkpoint.pt"), weights_only=False)["step"] == 4
+    cli(["--resume", killed, "--no-progress"], check=0)
+    a, b = final_hparams(straight), final_hparams(killed)
+    assert torch.equal(a["alpha"], b["alpha"])
+    assert [r for r in rows(straight)] == [dict(r, step_time=x["step_time"]) for r, x in zip(rows(killed), rows(straight))]
+    sa, sb = summary(straight), summary(killed)
+    assert sa["val_loss"] == sb["val_loss"] and sa["alpha"] == sb["alpha"]
+
+
+def test_fewshot_resume_is_exact(tmp_path):
+    base = FEWSHOT + ["--wandb", "disabled", "--dtype", "float64"]
+    straight, killed = str(tmp_path / "s"), str(tmp_path / "k")
+    cli(base + ["--run-dir", straight], check=0)
+    assert cli(base + ["--run-dir", killed], env={"METAGREEDY_FAULT": "kill@3"}).returncode == -9
+    cli(["--resume", killed], check=0)
+    for name, value in final_hparams(straight).items():
+        assert torch.equal(value, final_hparams(killed)[name])
+    assert summary(straight)["meta_test_acc"] == summary(killed)["meta_test_acc"]
+
+
+# ---- bad input: exit 2, one line, no traceback, nothing written --------------------------------------------
+
+BAD = [
+    (["--ways", "0"], "--ways must be at least 1"),
+    (["--shots", "-1"], "--shots must be at least 1"),
+    (["--queries", "abc"], "--queries must be an integer"),
+    (["--method", "magic"], "unknown --method 'magic'"),
+    (["--task", "chess"], "unknown --task 'chess'"),
+    (["--dataset", "cifar"], "unknown --dataset 'cifar'"),
+    (["--task", "hyper_cleaning", "--dataset", "cifar"], "unknown --dataset 'cifar'"),
+    (["--gamma", "1.5"], "--gamma must be in [0, 1]"),
+    (["--inner-steps", "0"], "--inner-steps must be at least 1"),
+    (["--config", "nope.yaml"], "does not exist"),
+    (["--dataset", "synthetic", "--ways", "5000"], "5000-way tasks need 5000 classes"),
+    (["--dataset", "synthetic", "--shots", "10", "--queries", "11"], "more than the 20 drawings"),
+    (["--resume", "empty"], "no checkpoint"),
+    (["--frobnicate"], "unrecognized arguments"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD)
+def test_bad_input_is_one_clear_line(tmp_path, capsys, args, message):
+    (tmp_path / "empty").mkdir()
+    run_dir = str(tmp_path / "run")
+    assert train.main(args + ["--run-dir", run_dir, "--wandb", "disabled"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not os.path.exists(run_dir)
+
+
+@pytest.mark.parametrize("content,message", [("task: [toy\n", "not valid YAML"), ("gama: 0.9\n", "unknown key 'gama'"),
+                                             ("gamma: high\n", "'gamma' must be float"),
+                                             ("ways: 2.5\n", "'ways' must be int")])
+def test_bad_config_file(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    assert train.main(["--config", str(path), "--wandb", "disabled"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_omniglot_required_but_absent_offline(tmp_path):
+    proc = cli(["--dataset", "omniglot", "--data-root", str(tmp_path / "none"), "--wandb", "disabled"],
+               env={"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "Omniglot is not under" in proc.stderr and "download=True" in proc.stderr
+
+
+def test_resume_of_another_task_is_refused(tmp_path, capsys):
+    run_dir = str(tmp_path / "toy")
+    assert train.main(TOY + ["--run-dir", run_dir, "--wandb", "disabled"]) == 0
+    capsys.readouterr()
+    assert train.main(["--resume", run_dir, "--task", "omniglot"]) == 2
+    assert "holds a checkpoint of task 'toy'" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path, capsys):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert train.main(["--resume", str(tmp_path / "r")]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+
+
+# ---- faults -----------------------------------------------------------------------------------------------
+
+def test_nan_hypergradient_is_skipped_and_logged(tmp_path, monkeypatch):
+    monkeypatch.setenv("METAGREEDY_FAULT", "nan@3")
+    run_dir = str(tmp_path / "r")
+    assert train.main(TOY + ["--run-dir", run_dir, "--wandb", "disabled"]) == 0
+    r = rows(run_dir)
+    assert r[3]["skipped"] == 1 and sum(row["skipped"] for row in r) == 1
+    assert r[3]["alpha_0"] == r[4]["alpha_0"]  # no outer step was taken at step 3
+    assert summary(run_dir)["status"] == "finished"
+
+
+def test_repeated_nans_stop_the_run_with_the_good_checkpoint_intact(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("METAGREEDY_FAULT", "nan+@6")
+    run_dir = str(tmp_path / "r")
+    assert train.main(TOY + ["--run-dir", run_dir, "--wandb", "disabled", "--max-bad-steps", "3"]) == 1
+    assert "3 non-finite hypergradients in a row" in capsys.readouterr().err
+    ckpt = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)
+    # steps 6 and 7 were skipped, so the checkpoint at 8 still holds the finite alpha of step 5
+    assert ckpt["step"] == 8 and torch.isfinite(ckpt["hparams"]["alpha"]).all()
+    assert summary(run_dir)["status"] == "diverged"
+
+
+def test_ctrl_c_writes_checkpoint_and_summary(tmp_path):
+    run_dir = str(tmp_path / "r")
+    proc = cli(TOY + ["--run-dir", run_dir, "--wandb", "disabled"], env={"METAGREEDY_FAULT": "interrupt@5"})
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr
+    assert summary(run_dir)["status"] == "interrupted"
+    assert torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)["step"] == 5
+    cli(["--resume", run_dir], check=0)
+    assert summary(run_dir)["status"] == "finished"
+
+
+def test_wandb_failure_never_stops_training(tmp_path, monkeypatch, capsys):
+    import wandb
+
+    def broken(*a, **k):
+        raise ConnectionError("W&B unreachable")
+
+    run_dir = str(tmp_path / "r")
+    monkeypatch.setattr(wandb, "init", broken)
+    assert train.main(TOY + ["--run-dir", run_dir, "--wandb", "online"]) == 0
+    assert "W&B failed (ConnectionError" in capsys.readouterr().err
+    assert len(rows(run_dir)) == 12
+
+
+def test_wandb_failing_mid_run(tmp_path, monkeypatch, capsys):
+    from metagreedy import runlog
+    calls = {"n": 0}
+    real_log = runlog.RunLog.log
+
+    def flaky(self, metrics, step):
+        if self.wandb is not None and step == 5:
+            self.wandb.log = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("server gone"))
+        return real_log(self, metrics, step)
+
+    monkeypatch.setattr(runlog.RunLog, "log", flaky)
+    run_dir = str(tmp_path / "r")
+    assert train.main(TOY + ["--run-dir", run_dir, "--wandb", "offline"]) == 0
+    assert capsys.readouterr().err.count("W&B failed") == 1
+    assert len(rows(run_dir)) == 12
+    del calls
+
+
+def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from metagreedy import checkpoint
+    checkpoint.save(str(tmp_path), 1, {"step": 1})
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(checkpoint.CheckpointError, match="No space left on device.*previous checkpoint is untouched"):
+        checkpoint.save(str(tmp_path), 2, {"step": 2})
+    assert checkpoint.load(str(tmp_path))["step"] == 1
+    assert not os.path.exists(tmp_path / "checkpoint.pt.tmp")
+
+
+# ---- two processes ----------------------------------------------------------------------------------------
+
+def test_two_processes_equal_one(tmp_path):
+    base = FEWSHOT + ["--meta-batch", "4", "--outer-steps", "2", "--wandb", "disabled", "--dtype", "float64",
+                      "--final-eval-tasks", "2"]
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    # torchrun gives each process one thread; so does the reference run, so that both use the same kernels
+    cli(base + ["--run-dir", one], env={"OMP_NUM_THREADS": "1"}, check=0)
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           os.path.join(ROOT, "train.py"), *base, "--run-dir", two], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name, value in final_hparams(one).items():
+        torch.testing.assert_close(final_hparams(two)[name], value, rtol=1e-12, atol=1e-14)
+    assert summary(two)["status"] == "finished"
