@@ -11,7 +11,8 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$PY" -m pip install -q "cython>=3" setuptools wheel numpy gym qpth scipy requests
-"$PY" -m pip download -q --no-deps --no-binary :all: -d "$work" learn2learn==0.2.0
+# only the sdist of learn2learn itself (its build dependencies come from the step above, as wheels)
+"$PY" -m pip download -q --no-deps --no-binary learn2learn --no-build-isolation -d "$work" learn2learn==0.2.0
 tar -xzf "$work"/learn2learn-0.2.0.tar.gz -C "$work"
 src="$work/learn2learn-0.2.0"
 find "$src/learn2learn" -name '*.pyx' | while read -r pyx; do

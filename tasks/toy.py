@@ -72,6 +72,7 @@ class Task:
             exact = self._estimate("full").grad["alpha"]
         cosine = F.cosine_similarity(res.grad["alpha"], exact, dim=0).item()
         metrics = {"val_loss": res.val_loss, "train_loss": res.train_loss, "cosine": cosine, "vjps": res.vjps,
+                   "exact_norm": exact.norm().item(),
                    "alpha_0": self.hparams["alpha"][0].item(), "alpha_1": self.hparams["alpha"][1].item()}
         return res.grad, metrics, 1
 

@@ -1,0 +1,90 @@
+"""Helpers for the bench scripts: run train.py in-process or as a subprocess, read its outputs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_train(args: list[str], run_dir: str, threads: int | None = None, log_path: str | None = None):
+    """``python train.py ARGS --run-dir RUN_DIR`` in a fresh process; returns a Popen."""
+    env = {**os.environ, "PYTHONPATH": ROOT, "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled")}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    out = open(log_path or os.devnull, "w")
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *args, "--run-dir", run_dir,
+                             "--no-progress"], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def run_all(jobs: list[tuple[list[str], str]], parallel: int = 1, threads: int | None = None) -> None:
+    """Run (args, run_dir) jobs, ``parallel`` at a time, skipping those with a finished summary."""
+    pending = [(a, d) for a, d in jobs if not finished(d)]
+    running = []
+    while pending or running:
+        while pending and len(running) < parallel:
+            args, run_dir = pending.pop(0)
+            os.makedirs(os.path.dirname(run_dir) or ".", exist_ok=True)
+            running.append((run_train(args, run_dir, threads, run_dir + ".log"), run_dir))
+        proc, run_dir = running.pop(0)
+        rc = proc.wait()
+        print(f"{'done' if rc == 0 else f'FAILED ({rc})'}: {run_dir}", flush=True)
+
+
+def finished(run_dir: str) -> bool:
+    s = summary(run_dir)
+    return s is not None and s.get("status") == "finished"
+
+
+def summary(run_dir: str):
+    path = os.path.join(run_dir, "summary.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def metrics(run_dir: str) -> list[dict]:
+    with open(os.path.join(run_dir, "metrics.jsonl")) as fh:
+        return [json.loads(line) for line in fh]
+
+
+def replace_section(path: str, name: str, text: str) -> None:
+    """Replace the text between ``<!-- name -->`` and ``<!-- /name -->`` in a Markdown file (append
+    the section if it is not there yet), so each bench script owns its own part of RESULTS.md."""
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    block = f"{start}\n{text.rstrip()}\n{end}"
+    old = open(path).read() if os.path.exists(path) else "# Results\n"
+    if start in old and end in old:
+        new = old[: old.index(start)] + block + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip() + "\n\n" + block + "\n"
+    with open(path, "w") as fh:
+        fh.write(new)
+
+
+# two-sided 97.5% quantiles of Student's t for n - 1 degrees of freedom (n = 2..10)
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def mean_ci(values) -> tuple[float, float, int]:
+    """(mean, half-width of the 95% t confidence interval, n); the half-width is nan for n = 1."""
+    values = [float(v) for v in values]
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    mean = sum(values) / n
+    if n == 1:
+        return mean, float("nan"), 1
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+    return mean, T975.get(n - 1, 1.96) * sd / n**0.5, n
+
+
+def fmt(mean: float, ci: float, n: int, scale: float = 100.0) -> str:
+    if n == 0:
+        return "not run"
+    if n == 1:
+        return f"{scale * mean:.2f} (1 seed)"
+    return f"{scale * mean:.2f} ± {scale * ci:.2f} ({n})"
