@@ -51,12 +51,12 @@ def metrics(run_dir: str) -> list[dict]:
         return [json.loads(line) for line in fh]
 
 
-def replace_section(path: str, name: str, text: str) -> None:
+def replace_section(path: str, name: str, text: str, title: str = "# Results") -> None:
     """Replace the text between ``<!-- name -->`` and ``<!-- /name -->`` in a Markdown file (append
     the section if it is not there yet), so each bench script owns its own part of RESULTS.md."""
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
     block = f"{start}\n{text.rstrip()}\n{end}"
-    old = open(path).read() if os.path.exists(path) else "# Results\n"
+    old = open(path).read() if os.path.exists(path) else title + "\n"
     if start in old and end in old:
         new = old[: old.index(start)] + block + old[old.index(end) + len(end):]
     else:

@@ -51,6 +51,7 @@ class Config:
     eval_tasks: int = 100  # tasks per periodic meta-validation pass
     final_eval_tasks: int = 600  # tasks for the final meta-validation and meta-test accuracy
     higher: bool = True  # run the inner loop through higher's functional model and SGD
+    batched: bool = False  # all tasks of a meta-batch in one vmapped computation (for GPUs; on 2 CPU cores the loop is faster)
     # hyper-cleaning
     noise: float = 0.3
     protocol: str = "paper"  # "paper": validate and test on the test split; "heldout": validate on train

@@ -95,8 +95,9 @@ def _run(problem: Bilevel, w, state, alpha, steps: int):
     return w, state, loss
 
 
-def _finish(problem, w, alpha, indirect, vjps, train_loss) -> Estimate:
-    _, direct, val = _val_grads(problem, w, alpha)
+def _finish(problem, w, alpha, indirect, vjps, train_loss, val_grads=None) -> Estimate:
+    """The estimate ``grad_alpha L_val(w_T) + indirect``; ``val_grads`` at w_T when already computed."""
+    _, direct, val = val_grads if val_grads is not None else _val_grads(problem, w, alpha)
     grad = direct if indirect is None else _add(direct, indirect)
     return Estimate(tuple(x.detach() for x in grad), tuple(w), vjps, float(train_loss), float(val))
 
@@ -111,24 +112,24 @@ def greedy(problem: Bilevel, w0, alpha, *, gamma: float = 0.9, variant: str = "e
     T, state = problem.T, problem.optimizer.init(w0)
     if variant == "final":
         w_T, _, _ = _run(problem, w0, state, alpha, T)
-        u_T = _val_grads(problem, w_T, alpha)[0]
-        u_fn = lambda w: (u_T, None)  # noqa: E731
+        final = _val_grads(problem, w_T, alpha)
+        u_fn = lambda w: (final[0], final)  # noqa: E731
     else:
-        u_fn = lambda w: (_val_grads(problem, w, alpha)[0], None)  # noqa: E731
+        u_fn = lambda w: (lambda vg: (vg[0], vg))(_val_grads(problem, w, alpha))  # noqa: E731
     acc = tuple(torch.zeros_like(a) for a in alpha)
-    w, loss = w0, None
+    w, loss, last = w0, None, None
     for _ in range(T):
-        w, state, loss, term, _ = _greedy_term(problem, w, state, alpha, u_fn)
+        w, state, loss, term, last = _greedy_term(problem, w, state, alpha, u_fn)
         acc = _add(tuple(gamma * a for a in acc), term)  # acc_t = gamma acc_{t-1} + term_t
-    return _finish(problem, w, alpha, acc, T, loss)
+    return _finish(problem, w, alpha, acc, T, loss, last)
 
 
 def t1t2(problem: Bilevel, w0, alpha) -> Estimate:
     """T1-T2 (Luketina et al. 2016): grad_alpha L_val(w_T) + grad_{w_T} L_val(w_T) B_T, the last step only."""
     w, state, _ = _run(problem, w0, problem.optimizer.init(w0), alpha, problem.T - 1)
-    u_fn = lambda w: (_val_grads(problem, w, alpha)[0], None)  # noqa: E731
-    w, _, loss, term, _ = _greedy_term(problem, w, state, alpha, u_fn)
-    return _finish(problem, w, alpha, term, 1, loss)
+    u_fn = lambda w: (lambda vg: (vg[0], vg))(_val_grads(problem, w, alpha))  # noqa: E731
+    w, _, loss, term, last = _greedy_term(problem, w, state, alpha, u_fn)
+    return _finish(problem, w, alpha, term, 1, loss, last)
 
 
 def fo(problem: Bilevel, w0, alpha) -> Estimate:
@@ -144,7 +145,8 @@ def ift(problem: Bilevel, w0, alpha, *, terms: int = 5, neumann_lr: float | None
         raise ValueError(f"ift: terms must be >= 0, got {terms}")
     eta = neumann_lr if neumann_lr is not None else _inner_lr(problem)
     w, _, loss = _run(problem, w0, problem.optimizer.init(w0), alpha, problem.T)
-    v = _val_grads(problem, w, alpha)[0]
+    at_w_T = _val_grads(problem, w, alpha)
+    v = at_w_T[0]
     with torch.enable_grad():
         wl = _leaves(w)
         g = _grad(problem.train_loss(wl, alpha), wl, create_graph=True)
@@ -154,7 +156,7 @@ def ift(problem: Bilevel, w0, alpha, *, terms: int = 5, neumann_lr: float | None
             cur = _add(cur, hv, -eta)
             p = _add(p, cur)
         mixed = _grad(g, alpha, grad_outputs=tuple(eta * pi for pi in p))
-    return _finish(problem, w, alpha, tuple(-m for m in mixed), terms + 1, loss)
+    return _finish(problem, w, alpha, tuple(-m for m in mixed), terms + 1, loss, at_w_T)
 
 
 def full(problem: Bilevel, w0, alpha) -> Estimate:

@@ -4,12 +4,14 @@ Per task: ``T`` steps of momentum SGD on the support set adapt layers 1, 3, 5 an
 validation loss is the query loss; the hyperparameters are the warp layers 2, 4, 6 (and, with
 ``--init learned``, the initialisation of the adapted layers). The hypergradient of a meta-batch is
 the mean over its tasks. The inner loop runs through ``higher`` (``--higher``, default) or
-``torch.func.functional_call``; both give the same numbers (tests/test_modules.py).
+``torch.func.functional_call``; both give the same numbers (tests/test_modules.py). ``--batched``
+runs all tasks of a meta-batch as one vmapped computation instead of a Python loop over tasks.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.func import vmap
 
 import metagreedy as mg
 from metagreedy import nn as mgnn
@@ -73,7 +75,8 @@ class Task:
         self.hparams = dict(warp)
         if cfg.init == "learned":  # w = init + delta, delta_0 = 0: same dynamics, init is a hyperparameter
             self.hparams.update({f"init.{n}": w.clone().requires_grad_() for n, w in self.w0.items()})
-        self.forward = higher_forward(self.model) if cfg.higher else mgnn.module_forward(self.model)
+        # the batched path runs the network under vmap, which needs torch.func's functional_call
+        self.forward = higher_forward(self.model) if cfg.higher and not cfg.batched else mgnn.module_forward(self.model)
         self.optimizer = higher_sgd(cfg.inner_lr, cfg.momentum) if cfg.higher and cfg.inner_optimizer == "sgd" \
             else cfg.inner_optimizer
         self.options = method_options(cfg)
@@ -109,7 +112,38 @@ class Task:
         return res, acc
 
     # ---- the protocol train.py drives ----
+    def batched_estimate(self, episodes, method=None):
+        """The meta-batch's inner loops as one computation: the tasks' adapted weights stacked on a
+        leading axis, the network run with ``torch.func.vmap``. Tasks are independent, so the
+        stacked problem's hypergradient (train loss summed over tasks, validation loss averaged)
+        is the mean of the per-task hypergradients for every method (tests/test_omniglot.py)."""
+        xs, ys, xq, yq = (torch.stack(t) for t in zip(*[self._episode(e) for e in episodes]))
+        n_tasks, n_support = ys.shape
+        stacked = lambda w, a, x: vmap(lambda wb, xb: self._forward(wb, a, xb))(w, x)  # noqa: E731
+
+        def train_loss(w, a):
+            return F.cross_entropy(stacked(w, a, xs).flatten(0, 1), ys.flatten(), reduction="sum") / n_support
+
+        def val_loss(w, a):
+            return F.cross_entropy(stacked(w, a, xq).flatten(0, 1), yq.flatten())
+
+        method = method or self.cfg.method
+        options = self.options if method == self.cfg.method else {}
+        start = {n: w.expand(n_tasks, *w.shape).clone() for n, w in self._start().items()}
+        res = mg.hypergradient(train_loss, val_loss, start, self.hparams, steps=self.cfg.inner_steps,
+                               lr=self.cfg.inner_lr, momentum=self.cfg.momentum, method=method,
+                               optimizer=self.cfg.inner_optimizer, **options)
+        with torch.no_grad():
+            acc = (stacked(res.params, self.hparams, xq).argmax(-1) == yq).double().mean(1)
+        return res, acc, n_tasks
+
     def hypergradient(self, step, members):
+        if self.cfg.batched and members:
+            episodes = [self.train_tasks[step * self.cfg.meta_batch + j] for j in members]
+            res, acc, n = self.batched_estimate(episodes)
+            return ({k: g * n for k, g in res.grad.items()},
+                    {"val_loss": res.val_loss, "train_loss": res.train_loss / n,
+                     "train_query_acc": acc.mean().item(), "vjps": res.vjps}, n)
         grads = {n: torch.zeros_like(a) for n, a in self.hparams.items()}
         val_losses, train_losses, accs, vjps = [], [], [], 0
         for j in members:
