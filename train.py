@@ -94,8 +94,7 @@ def run(argv=None) -> int:
             total = world.sum([grads[n].to(device) for n in names] + [torch.tensor(float(count), device=device)])
             grads = {n: g / total[-1] for n, g in zip(names, total[:-1])}
             norm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads.values()))
-            finite = math.isfinite(norm) and all(math.isfinite(float(v)) for v in metrics.values()
-                                                  if isinstance(v, (int, float)))
+            finite = math.isfinite(norm) and all(math.isfinite(metrics.get(k, 0.0)) for k in ("val_loss", "train_loss"))
             if finite:
                 for name, p in task.hparams.items():
                     p.grad = grads[name].to(p.dtype)

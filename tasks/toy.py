@@ -8,7 +8,6 @@ dw_T/dalpha = I - (I - lr G)^T, so every estimate's cosine to it is logged at ev
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 import metagreedy as mg
 
@@ -70,7 +69,7 @@ class Task:
                                         self.w0["w"])
         else:
             exact = self._estimate("full").grad["alpha"]
-        cosine = F.cosine_similarity(res.grad["alpha"], exact, dim=0).item()
+        cosine = cosine_or_nan(res.grad["alpha"], exact)
         metrics = {"val_loss": res.val_loss, "train_loss": res.train_loss, "cosine": cosine, "vjps": res.vjps,
                    "exact_norm": exact.norm().item(),
                    "alpha_0": self.hparams["alpha"][0].item(), "alpha_1": self.hparams["alpha"][1].item()}
@@ -82,3 +81,9 @@ class Task:
     def final(self):
         res = self._estimate("fo")
         return {"val_loss": res.val_loss, "alpha": self.hparams["alpha"].detach().tolist()}
+
+
+def cosine_or_nan(a: torch.Tensor, b: torch.Tensor, tiny: float = 1e-12) -> float:
+    """Cosine similarity, NaN where either vector is (numerically) zero and the angle means nothing."""
+    na, nb = a.norm().item(), b.norm().item()
+    return float("nan") if na < tiny or nb < tiny else (a @ b).item() / (na * nb)
