@@ -79,7 +79,7 @@ def run(argv=None) -> int:
                                       "task_state": task.state() if hasattr(task, "state") else None})
 
     # ---- the outer loop ----
-    status, step = "finished", start
+    status, step, started = "finished", start, time.perf_counter()
     signal.signal(signal.SIGTERM, raise_interrupt)
     bar = progress_bar(cfg, start, world.main)
     last_eval, last_vjps = {}, None
@@ -90,11 +90,15 @@ def run(argv=None) -> int:
             grads, metrics, count = task.hypergradient(step, world.members(cfg.meta_batch))
             if faults.hit("nan", step):
                 grads = {n: g * float("nan") for n, g in grads.items()}
+            # sum over ranks: the hypergradients, the task count and the losses (so every rank takes
+            # the same decision to step or to skip)
             names = list(task.hparams)
-            total = world.sum([grads[n].to(device) for n in names] + [torch.tensor(float(count), device=device)])
-            grads = {n: g / total[-1] for n, g in zip(names, total[:-1])}
+            losses = [metrics.get(k, 0.0) * count for k in ("val_loss", "train_loss")]
+            total = world.sum([grads[n].to(device) for n in names]
+                              + [torch.tensor([float(count), *losses], dtype=torch.float64, device=device)])
+            grads = {n: g / total[-1][0] for n, g in zip(names, total[:-1])}
             norm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads.values()))
-            finite = math.isfinite(norm) and all(math.isfinite(metrics.get(k, 0.0)) for k in ("val_loss", "train_loss"))
+            finite = math.isfinite(norm) and bool(torch.isfinite(total[-1]).all())
             if finite:
                 for name, p in task.hparams.items():
                     p.grad = grads[name].to(p.dtype)
@@ -109,7 +113,7 @@ def run(argv=None) -> int:
             elapsed += seconds
             last_vjps = metrics.get("vjps", last_vjps)
             row = {**metrics, "hypergrad_norm": norm, "step_time": seconds, "skipped": int(not finite)}
-            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.outer_steps:
+            if world.main and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.outer_steps):
                 last_eval = task.evaluate(step)
                 row.update(last_eval)
             log.log(row, step)
@@ -135,10 +139,10 @@ def run(argv=None) -> int:
         save(step)
     summary = {"status": status, "steps_done": step, "task": cfg.task, "method": cfg.method,
                "dataset": resolved.get("dataset"), "wall_time": elapsed}
-    if status == "finished":
+    if status == "finished" and world.main:
         summary.update(task.final())
-        summary["wall_time"] = elapsed
     summary["vjps_per_step"] = last_vjps
+    summary["total_time"] = time.perf_counter() - started  # this process, evaluations included
     log.summary(summary)
     if world.main and status != "diverged":
         log.artifact(os.path.join(run_dir, checkpoint.LATEST), f"checkpoint-{cfg.task}-{cfg.method}")

@@ -88,3 +88,40 @@ def fmt(mean: float, ci: float, n: int, scale: float = 100.0) -> str:
     if n == 1:
         return f"{scale * mean:.2f} (1 seed)"
     return f"{scale * mean:.2f} ± {scale * ci:.2f} ({n})"
+
+
+def plot_curves(groups: dict, key: str, path: str, title: str, ylabel: str) -> bool:
+    """Learning curves, one line per group (mean over its run directories) with a min-max band over
+    seeds. ``groups`` maps a label to run directories; runs without metrics are left out."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = False
+    for label, dirs in groups.items():
+        curves = []
+        for d in dirs:
+            if os.path.exists(os.path.join(d, "metrics.jsonl")):
+                rows = [r for r in metrics(d) if key in r]
+                if rows:
+                    curves.append(([r["step"] for r in rows], [float(r[key]) for r in rows]))
+        if not curves:
+            continue
+        n = min(len(c[1]) for c in curves)
+        steps = curves[0][0][:n]
+        values = [c[1][:n] for c in curves]
+        mean = [sum(v[i] for v in values) / len(values) for i in range(n)]
+        line, = ax.plot(steps, mean, label=f"{label} ({len(values)})")
+        if len(values) > 1:
+            ax.fill_between(steps, [min(v[i] for v in values) for i in range(n)],
+                            [max(v[i] for v in values) for i in range(n)], alpha=0.2, color=line.get_color())
+        drawn = True
+    if drawn:
+        ax.set_title(title)
+        ax.set_xlabel("outer step")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return drawn

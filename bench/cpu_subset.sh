@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The part of the paper's protocol that fits on a 2-core CPU in about two hours, in priority order.
-# This is exactly what produced the numbers in docs/RESULTS.md; on a GPU run the bench scripts
-# without the restricting flags for the whole protocol.
+# This is exactly what produced the numbers in docs/RESULTS.md and docs/PERFORMANCE.md; on a GPU,
+# run the bench scripts without the restricting flags for the whole protocol.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -10,6 +10,7 @@ $PY bench/toy.py
 $PY bench/memory.py
 $PY bench/omniglot.py --data-root "$DATA" --ways 5 --seeds 0 --outer-steps 100 --meta-batch 8 \
     --eval-every 50 --parallel 2 --threads 1
+$PY bench/perf.py --device cpu
 $PY bench/hyper_cleaning.py --data-root "$DATA" --datasets mnist --noise 0.3 --protocols paper --seeds 0 1 2 \
     --val-batch 1000 --parallel 2 --threads 1
 $PY bench/hyper_cleaning.py --data-root "$DATA" --protocols paper --seeds 0 --val-batch 1000 --parallel 2 --threads 1

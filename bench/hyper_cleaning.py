@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
-from common import ROOT, fmt, mean_ci, replace_section, run_all, summary
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from common import ROOT, fmt, mean_ci, plot_curves, replace_section, run_all, summary  # noqa: E402
 
 ROWS = {
     "w/o HPO": ["--no-hpo"],
@@ -126,8 +129,46 @@ def report(args):
              f"{'the whole validation set' if args.val_batch == 0 else args.val_batch}; evaluation always on "
              f"whole splits. {args.outer_steps} outer steps of Adam (lr 0.1), T = 10 inner steps of full-batch "
              "momentum SGD (lr 0.1, 0.9), training online across outer steps (see tasks/hyper_cleaning.py)."]
+    intro += pictures(args)
     replace_section(os.path.join(ROOT, "docs", "RESULTS.md"), f"hyper_cleaning_vb{args.val_batch}",
                     "\n\n".join(["\n".join(intro), *sections]))
+
+
+def pictures(args) -> list[str]:
+    """Learning curves (seed bands) and the learned weights of clean vs corrupted examples."""
+    out = []
+    protocol, (dataset, noise) = args.protocols[0], SETTINGS[0]
+    groups = {row: [run_dir(args.out, protocol, dataset, noise, row, s, args.val_batch) for s in args.seeds]
+              for row in ROWS}
+    name = f"hyper_cleaning_curves_vb{args.val_batch}.png"
+    if plot_curves(groups, "val_acc", os.path.join(ROOT, "docs", name),
+                   f"{dataset} noise {noise}, protocol {protocol}", "validation accuracy"):
+        out += ["", f"![learning curves]({name})"]
+    import torch
+    d = run_dir(args.out, protocol, dataset, noise, "greedy 0.9", args.seeds[0], args.val_batch)
+    if summary(d) is not None:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from metagreedy.data.cleaning import make_cleaning_data
+        alpha = torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False)["hparams"]["alpha"]
+        corrupted = make_cleaning_data(dataset, args.data_root, noise=noise, seed=args.seeds[0],
+                                       protocol=protocol).corrupted
+        weights = torch.sigmoid(alpha)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.hist([weights[~corrupted].numpy(), weights[corrupted].numpy()], bins=40, range=(0, 1),
+                label=["clean", "corrupted"], stacked=False)
+        ax.set_xlabel("learned weight sigmoid(alpha_i)")
+        ax.set_ylabel("examples")
+        ax.set_title(f"greedy 0.9, {dataset} noise {noise}, seed {args.seeds[0]}")
+        ax.legend()
+        fig.tight_layout()
+        name = f"hyper_cleaning_weights_vb{args.val_batch}.png"
+        fig.savefig(os.path.join(ROOT, "docs", name), dpi=110)
+        plt.close(fig)
+        out += ["", f"![learned weights]({name})"]
+    return out
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import argparse
 import os
 import time
 
-from common import ROOT, fmt, mean_ci, replace_section, run_all, summary
+from common import ROOT, fmt, mean_ci, plot_curves, replace_section, run_all, summary
 
 ROWS = {
     "FO": ["--method", "fo"],
@@ -106,6 +106,12 @@ def report(args, tag):
         "Meta-validation accuracy (20% of the background classes, the paper's measure):", "", tables["meta_val_acc"], "",
         "Meta-test accuracy (evaluation alphabets, which the paper does not report):", "", tables["meta_test_acc"], "",
         f"Total training time of these runs: {total / 60:.1f} min (sum of `wall_time`)."])
+    for ways in args.ways:
+        name = f"omniglot_{ways}way_{tag}.png"
+        groups = {row: [run_dir(args.out, ways, row, s, tag) for s in args.seeds] for row in ROWS}
+        if plot_curves(groups, "meta_val_acc", os.path.join(ROOT, "docs", name), f"Omniglot {ways}-way 1-shot",
+                       f"meta-validation accuracy ({args.final_eval_tasks} tasks at the end)"):
+            text += f"\n\n![{ways}-way learning curves]({name})"
     replace_section(os.path.join(ROOT, "docs", "RESULTS.md"), f"omniglot_{tag}", text)
 
 

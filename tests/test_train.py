@@ -303,3 +303,15 @@ def test_two_processes_equal_one(tmp_path):
     for name, value in final_hparams(one).items():
         torch.testing.assert_close(final_hparams(two)[name], value, rtol=1e-12, atol=1e-14)
     assert summary(two)["status"] == "finished"
+
+
+def test_auto_without_data_or_network_runs_synthetic_and_says_so(tmp_path):
+    run_dir = str(tmp_path / "auto")
+    args = [a for a in FEWSHOT if a not in ("--dataset", "synthetic")]
+    proc = cli(args + ["--data-root", str(tmp_path / "empty"), "--run-dir", run_dir, "--wandb", "disabled"],
+               env={"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}, check=0)
+    warnings = [line for line in proc.stderr.splitlines() if "synthetic alphabet" in line]
+    assert len(warnings) == 2, proc.stderr[-2000:]  # at the start and at the end
+    assert summary(run_dir)["dataset"] == "synthetic"
+    with open(os.path.join(run_dir, "config.yaml")) as fh:
+        assert "dataset: synthetic" in fh.read()
