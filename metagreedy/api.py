@@ -7,7 +7,7 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from .estimators import METHODS, Bilevel
+from .estimators import METHODS, Bilevel, _run
 from .optim import OPTIMIZERS, Optimizer
 
 
@@ -106,3 +106,16 @@ def hypergradient(train_loss, val_loss, params, hparams, *, steps: int, lr=0.1, 
     est = METHODS[method](problem, w0, alpha, **options)
     return Hypergradient(unflatten_alpha(est.grad), unflatten_w(est.params), method, est.vjps,
                          est.train_loss, est.val_loss)
+
+
+def inner_loop(train_loss, params, hparams, *, steps: int, lr=0.1, momentum: float = 0.0,
+               optimizer: str | Optimizer = "sgd", betas=(0.9, 0.999), eps: float = 1e-8):
+    """w_T: ``steps`` inner optimizer steps on ``train_loss`` from ``params`` with ``hparams`` fixed,
+    and no hypergradient (evaluation, the "w/o HPO" baseline). Same structure as ``params``."""
+    w0, unflatten_w = _flatten(params)
+    alpha, unflatten_alpha = _flatten(hparams)
+    alpha = tuple(a.detach() for a in alpha)
+    problem = Bilevel(lambda w, a: train_loss(unflatten_w(w), unflatten_alpha(a)), None,
+                      make_optimizer(optimizer, lr, momentum, betas, eps), steps)
+    w, _, _ = _run(problem, tuple(w.detach() for w in w0), problem.optimizer.init(w0), alpha, steps)
+    return unflatten_w(w)

@@ -165,11 +165,10 @@ class Task:
         for i in range(count):
             xs, ys, xq, yq = self._episode(tasks[i])
             train_loss = lambda w, a: F.cross_entropy(self._forward(w, a, xs), ys)  # noqa: E731
-            res = mg.hypergradient(train_loss, train_loss, self._start(), self.hparams, steps=self.cfg.inner_steps,
-                                   lr=self.cfg.inner_lr, momentum=self.cfg.momentum, method="fo",
-                                   optimizer=self.optimizer)
+            w_T = mg.inner_loop(train_loss, self._start(), self.hparams, steps=self.cfg.inner_steps,
+                                lr=self.cfg.inner_lr, momentum=self.cfg.momentum, optimizer=self.optimizer)
             with torch.no_grad():
-                out.append((self._forward(res.params, self.hparams, xq).argmax(1) == yq).double().mean().item())
+                out.append((self._forward(w_T, self.hparams, xq).argmax(1) == yq).double().mean().item())
         return out
 
     def evaluate(self, step):

@@ -86,3 +86,10 @@ def test_bad_calls_raise_clear_errors():
         mg.hypergradient(*problem, steps=3, method="greedy", variant="last")
     with pytest.raises(TypeError, match="floating-point"):
         mg.hypergradient(problem[0], problem[1], [torch.zeros(3, dtype=torch.long)], problem[3], steps=1)
+
+
+def test_inner_loop_is_the_trajectory_every_method_runs():
+    problem = quadratic(torch.Generator().manual_seed(3))
+    w_T = mg.inner_loop(problem[0], problem[2], problem[3], steps=7, lr=0.1, momentum=0.9)
+    ref = mg.hypergradient(*problem, steps=7, lr=0.1, momentum=0.9, method="fo").params
+    torch.testing.assert_close(w_T[0], ref[0], rtol=0, atol=0)
