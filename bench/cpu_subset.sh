@@ -13,8 +13,8 @@ $PY bench/omniglot.py --data-root "$DATA" --ways 5 --seeds 0 --outer-steps 100 -
 $PY bench/perf.py --device cpu
 $PY bench/hyper_cleaning.py --data-root "$DATA" --datasets mnist --noise 0.3 --protocols paper --seeds 0 1 2 \
     --val-batch 1000 --parallel 2 --threads 1
-$PY bench/hyper_cleaning.py --data-root "$DATA" --protocols paper --seeds 0 --val-batch 1000 --parallel 2 --threads 1
-$PY bench/hyper_cleaning.py --data-root "$DATA" --datasets mnist --noise 0.3 --protocols heldout --seeds 0 \
-    --val-batch 1000 --parallel 2 --threads 1
 $PY bench/hyper_cleaning.py --data-root "$DATA" --datasets mnist --noise 0.3 --protocols paper --seeds 0 \
     --rows "greedy 0.9" --val-batch 0 --threads 2
+$PY bench/hyper_cleaning.py --data-root "$DATA" --datasets mnist --noise 0.3 --protocols heldout --seeds 0 \
+    --val-batch 1000 --parallel 2 --threads 1
+$PY bench/hyper_cleaning.py --data-root "$DATA" --protocols paper --seeds 0 --val-batch 1000 --parallel 2 --threads 1

@@ -82,7 +82,9 @@ def test_wandb_disabled_leaves_no_wandb_files(tmp_path):
 
 def test_fewshot_run_writes_the_summary(tmp_path):
     run_dir = str(tmp_path / "fs")
-    assert train.main(FEWSHOT + ["--run-dir", run_dir, "--wandb", "disabled"]) == 0
+    assert train.main(FEWSHOT + ["--run-dir", run_dir, "--wandb", "offline"]) == 0
+    assert any(d.startswith("offline-run-") for d in os.listdir(os.path.join(run_dir, "wandb")))
+    assert os.path.exists(os.path.join(run_dir, "checkpoint.pt")) and os.path.exists(os.path.join(run_dir, "config.yaml"))
     s = summary(run_dir)
     for key in ("meta_val_acc", "meta_val_ci95", "meta_test_acc", "meta_test_ci95", "wall_time", "vjps_per_step"):
         assert key in s
@@ -95,8 +97,10 @@ def test_hyper_cleaning_run_writes_the_summary(tmp_path):
     run_dir = str(tmp_path / "hc")
     args = ["--task", "hyper_cleaning", "--data-root", SHARED, "--outer-steps", "2", "--inner-steps", "2",
             "--n-train", "100", "--val-batch", "200", "--eval-every", "2", "--no-progress", "--run-dir", run_dir,
-            "--wandb", "disabled"]
+            "--wandb", "offline"]
     assert train.main(args) == 0
+    assert any(d.startswith("offline-run-") for d in os.listdir(os.path.join(run_dir, "wandb")))
+    assert os.path.exists(os.path.join(run_dir, "checkpoint.pt")) and os.path.exists(os.path.join(run_dir, "config.yaml"))
     s = summary(run_dir)
     for key in ("test_acc", "val_acc", "detect_f1", "wall_time", "vjps_per_step"):
         assert key in s
@@ -315,3 +319,27 @@ def test_auto_without_data_or_network_runs_synthetic_and_says_so(tmp_path):
     assert summary(run_dir)["dataset"] == "synthetic"
     with open(os.path.join(run_dir, "config.yaml")) as fh:
         assert "dataset: synthetic" in fh.read()
+
+
+@pytest.mark.parametrize("task", ["hyper_cleaning", "omniglot"])
+def test_corrupt_data_root_is_one_clear_line(tmp_path, capsys, task):
+    root = tmp_path / "data"
+    if task == "hyper_cleaning":
+        raw = root / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                     "t10k-labels-idx1-ubyte"):
+            (raw / name).write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 20)
+        args = ["--task", "hyper_cleaning", "--dataset", "mnist"]
+    else:
+        for part in ("background", "evaluation"):
+            char = root / "omniglot-py" / f"images_{part}" / "Alpha" / "character01"
+            char.mkdir(parents=True)
+            for d in range(20):
+                (char / f"0001_{d + 1:02d}.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+        args = ["--dataset", "omniglot"]
+    run_dir = str(tmp_path / "run")
+    assert train.main(args + ["--data-root", str(root), "--run-dir", run_dir, "--wandb", "disabled"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "truncated or corrupt" in err[0], err
+    assert not os.path.exists(run_dir)

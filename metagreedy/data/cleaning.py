@@ -23,9 +23,13 @@ def load_split(name: str, root: str, train: bool) -> tuple[Tensor, Tensor]:
         raise DataError(f"unknown dataset '{name}'; choose from {', '.join(DATASETS)}")
     cls = getattr(torchvision.datasets, DATASETS[name])
     folder = os.path.join(root, DATASETS[name], "raw")
+    files = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    present = all(os.path.exists(os.path.join(folder, f)) for f in files)
     try:
+        if not present:
+            raise FileNotFoundError(folder)
         ds = cls(root, train=train, download=False)
-    except RuntimeError:  # not found: try to download
+    except FileNotFoundError:  # not there: try to download
         old = socket.getdefaulttimeout()
         socket.setdefaulttimeout(20)
         try:
