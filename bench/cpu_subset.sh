@@ -17,4 +17,5 @@ $PY bench/hyper_cleaning.py --data-root "$DATA" --datasets mnist --noise 0.3 --p
     --rows "greedy 0.9" --val-batch 0 --threads 2
 $PY bench/hyper_cleaning.py --data-root "$DATA" --datasets mnist --noise 0.3 --protocols heldout --seeds 0 \
     --val-batch 1000 --parallel 2 --threads 1
-$PY bench/hyper_cleaning.py --data-root "$DATA" --protocols paper --seeds 0 --val-batch 1000 --parallel 2 --threads 1
+$PY bench/hyper_cleaning.py --data-root "$DATA" --protocols paper --seeds 0 --val-batch 1000 --parallel 2 --threads 1 \
+    --datasets mnist fashion_mnist --noise 0.5 0.3 --rows "w/o HPO" "greedy 0.9" "T1-T2" "IFT(5)" "oracle (clean examples only)"

@@ -70,13 +70,14 @@ def _step(problem: Bilevel, w, state, alpha, graph: bool):
 
 
 def _greedy_term(problem: Bilevel, w, state, alpha, u_fn):
-    """Step from w_{t-1} with the optimizer state held constant and return ``(w_t, s_t, loss, u B_t)``
-    where ``B_t = dPhi(w_{t-1}, s_{t-1}, alpha) / dalpha`` and ``u = u_fn(w_t)``: one VJP."""
+    """Step from w_{t-1} with the optimizer state held constant and return ``(w_t, s_t, loss, u B_t,
+    val_grads)`` where ``B_t = dPhi(w_{t-1}, s_{t-1}, alpha) / dalpha`` and ``(u, val_grads) =
+    u_fn(w_t)``: one VJP."""
     w_new, state_new, loss = _step(problem, _leaves(w), detach_state(state), alpha, graph=True)
     w_det = tuple(x.detach() for x in w_new)
-    u, extra = u_fn(w_det)
+    u, val_grads = u_fn(w_det)
     term = _grad(w_new, alpha, grad_outputs=u)  # differentiates through grad_w train_loss: the VJP
-    return w_det, detach_state(state_new), loss, term, extra
+    return w_det, detach_state(state_new), loss, term, val_grads
 
 
 def _val_grads(problem: Bilevel, w, alpha):
@@ -86,6 +87,15 @@ def _val_grads(problem: Bilevel, w, alpha):
         loss = problem.val_loss(w, alpha)
         grads = _grad(loss, tuple(w) + tuple(alpha))
     return grads[: len(w)], grads[len(w):], loss.detach()
+
+
+def _val_gradient_at(problem: Bilevel, alpha):
+    """``u_fn`` for :func:`_greedy_term`: u = grad_w val_loss(w_t), keeping all of ``_val_grads``
+    so the last step's can serve as the direct term at w_T."""
+    def u_fn(w):
+        grads = _val_grads(problem, w, alpha)
+        return grads[0], grads
+    return u_fn
 
 
 def _run(problem: Bilevel, w, state, alpha, steps: int):
@@ -115,7 +125,7 @@ def greedy(problem: Bilevel, w0, alpha, *, gamma: float = 0.9, variant: str = "e
         final = _val_grads(problem, w_T, alpha)
         u_fn = lambda w: (final[0], final)  # noqa: E731
     else:
-        u_fn = lambda w: (lambda vg: (vg[0], vg))(_val_grads(problem, w, alpha))  # noqa: E731
+        u_fn = _val_gradient_at(problem, alpha)
     acc = tuple(torch.zeros_like(a) for a in alpha)
     w, loss, last = w0, None, None
     for _ in range(T):
@@ -127,8 +137,7 @@ def greedy(problem: Bilevel, w0, alpha, *, gamma: float = 0.9, variant: str = "e
 def t1t2(problem: Bilevel, w0, alpha) -> Estimate:
     """T1-T2 (Luketina et al. 2016): grad_alpha L_val(w_T) + grad_{w_T} L_val(w_T) B_T, the last step only."""
     w, state, _ = _run(problem, w0, problem.optimizer.init(w0), alpha, problem.T - 1)
-    u_fn = lambda w: (lambda vg: (vg[0], vg))(_val_grads(problem, w, alpha))  # noqa: E731
-    w, _, loss, term, last = _greedy_term(problem, w, state, alpha, u_fn)
+    w, _, loss, term, last = _greedy_term(problem, w, state, alpha, _val_gradient_at(problem, alpha))
     return _finish(problem, w, alpha, term, 1, loss, last)
 
 
