@@ -161,16 +161,15 @@ def resumed_config(cfg, resumed, argv):
     """A resumed run keeps its stored config; only these flags may change on resume."""
     from metagreedy import config
     stored = dict(resumed["config"])
-    given = config.resolve(argv, None)  # what the user typed (without task defaults)
-    explicit = {k for k, v in vars(config.parser().parse_args(sys.argv[1:] if argv is None else argv)).items()
-                if v is not None}
-    if "task" in explicit and given.task != resumed["task"]:
+    args = config.parser().parse_args(sys.argv[1:] if argv is None else argv)
+    explicit = {k: v for k, v in vars(args).items() if v is not None and k != "config"}  # flags the user typed
+    if "task" in explicit and explicit["task"] != resumed["task"]:
         raise config.UsageError(f"--resume: '{cfg.resume}' holds a checkpoint of task '{resumed['task']}', "
-                                f"not '{given.task}'")
+                                f"not '{explicit['task']}'")
     keep = {k: stored[k] for k in config.FIELDS if k in stored}
     for name in ("outer_steps", "progress", "wandb", "device"):
         if name in explicit:
-            keep[name] = getattr(given, name)
+            keep[name] = explicit[name]
     keep["resume"] = cfg.resume
     return config.Config(**keep)
 

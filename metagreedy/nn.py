@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
@@ -55,4 +54,4 @@ def module_forward(model: nn.Module):
     return lambda w, alpha, x: call(model, w, alpha, x)
 
 
-__all__ = ["split", "call", "losses", "module_forward", "torch"]
+__all__ = ["split", "call", "losses", "module_forward"]

@@ -259,7 +259,6 @@ def test_wandb_failure_never_stops_training(tmp_path, monkeypatch, capsys):
 
 def test_wandb_failing_mid_run(tmp_path, monkeypatch, capsys):
     from metagreedy import runlog
-    calls = {"n": 0}
     real_log = runlog.RunLog.log
 
     def flaky(self, metrics, step):
@@ -272,7 +271,6 @@ def test_wandb_failing_mid_run(tmp_path, monkeypatch, capsys):
     assert train.main(TOY + ["--run-dir", run_dir, "--wandb", "offline"]) == 0
     assert capsys.readouterr().err.count("W&B failed") == 1
     assert len(rows(run_dir)) == 12
-    del calls
 
 
 def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
