@@ -7,6 +7,9 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from metagreedy.stats import mean_ci95  # noqa: E402
 
 
 def run_train(args: list[str], run_dir: str, threads: int | None = None, log_path: str | None = None):
@@ -66,20 +69,10 @@ def replace_section(path: str, name: str, text: str, title: str = "# Results") -
 
 
 # two-sided 97.5% quantiles of Student's t for n - 1 degrees of freedom (n = 2..10)
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
 def mean_ci(values) -> tuple[float, float, int]:
     """(mean, half-width of the 95% t confidence interval, n); the half-width is nan for n = 1."""
-    values = [float(v) for v in values]
-    n = len(values)
-    if n == 0:
-        return float("nan"), float("nan"), 0
-    mean = sum(values) / n
-    if n == 1:
-        return mean, float("nan"), 1
-    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
-    return mean, T975.get(n - 1, 1.96) * sd / n**0.5, n
+    values = list(values)
+    return (*mean_ci95(values), len(values))
 
 
 def fmt(mean: float, ci: float, n: int, scale: float = 100.0) -> str:

@@ -32,6 +32,9 @@ METHODS = {"greedy": {"method": "greedy", "gamma": 0.9}, "greedy final": {"metho
            "variant": "final"}, "t1t2": {"method": "t1t2"}, "ift(5)": {"method": "ift", "terms": 5},
            "truncated(5)": {"method": "truncated", "k": 5}, "full": {"method": "full"}}
 
+THROUGHPUT = {"greedy": ["--method", "greedy"], "greedy, step val batch 5": ["--method", "greedy", "--step-val-batch", "5"],
+              "full": ["--method", "full"], "fo": ["--method", "fo"]}
+
 
 def problems(device):
     gen = torch.Generator().manual_seed(0)
@@ -41,15 +44,24 @@ def problems(device):
     xv, yv = torch.rand(1000, 1, 28, 28, generator=gen).to(device), torch.randint(10, (1000,), generator=gen).to(device)
     w = {n: p.detach().clone() for n, p in clean.named_parameters()}
     alpha = {"alpha": torch.zeros(1000, device=device, requires_grad=True)}
+
+    def step_val(w, a, t):  # 100 of the 1000 validation examples, fresh at each step
+        idx = torch.randperm(1000, generator=torch.Generator().manual_seed(t))[:100].to(device)
+        return F.cross_entropy(mgnn.call(clean, w, {}, xv[idx]), yv[idx])
     yield ("hyper-cleaning net", clean, w, alpha,
            lambda w, a: (torch.sigmoid(a["alpha"]) * F.cross_entropy(mgnn.call(clean, w, {}, x), y, reduction="none")).mean(),
-           lambda w, a: F.cross_entropy(mgnn.call(clean, w, {}, xv), yv), None)
+           lambda w, a: F.cross_entropy(mgnn.call(clean, w, {}, xv), yv), None, ("greedy, step val batch 100", step_val))
     warp = WarpConvNet(5).to(device)
     w, alpha = mgnn.split(warp, WarpConvNet.WARP)
     xs, ys = torch.rand(5, 1, 28, 28, generator=gen).to(device), torch.arange(5, device=device)
     xq, yq = torch.rand(75, 1, 28, 28, generator=gen).to(device), torch.arange(5, device=device).repeat(15)
     train_loss, val_loss = mgnn.losses(mgnn.module_forward(warp), F.cross_entropy, (xs, ys), (xq, yq))
-    yield "Omniglot warp net", warp, w, alpha, train_loss, val_loss, ((xs, ys), (xq, yq))
+
+    def step_query(w, a, t):  # one query of each class, a different one at each step (queries are interleaved)
+        sl = slice(5 * ((t - 1) % 15), 5 * ((t - 1) % 15) + 5)
+        return F.cross_entropy(mgnn.call(warp, w, a, xq[sl]), yq[sl])
+    yield ("Omniglot warp net", warp, w, alpha, train_loss, val_loss, ((xs, ys), (xq, yq)),
+           ("greedy, step val batch 5", step_query))
 
 
 def timed(fn, repeats, device):
@@ -96,7 +108,7 @@ def main():
     except ImportError:
         have_torchopt = False
     tables = []
-    for name, model, w, alpha, train_loss, val_loss, batches in problems(device):
+    for name, model, w, alpha, train_loss, val_loss, batches, (step_label, step_val) in problems(device):
         rows = {}
         for T in args.steps:
             def run(**kw):
@@ -104,7 +116,7 @@ def main():
             floor, _ = timed(lambda: run(method="fo"), args.repeats, device)  # T steps + one val gradient
             rows.setdefault("floor (T inner steps)", {})[T] = (floor, None)
             ref = None
-            for label, kw in METHODS.items():
+            for label, kw in [*METHODS.items(), (step_label, {**METHODS["greedy"], "step_val_loss": step_val})]:
                 if kw.get("k", 0) > T:
                     continue
                 seconds, res = timed(lambda: run(**kw), args.repeats, device)
@@ -157,14 +169,35 @@ def omniglot_throughput(device, repeats, meta_batch=16):
     tasksets = get_tasksets("synthetic", 5, 1, 15, synthetic_classes=(100, 20))
     out = {}
     for label, flags in (("per-task higher loop", ["--higher"]), ("batched (vmap)", ["--batched"])):
-        for method in ("greedy", "full", "fo"):
-            cfg = config.resolve(["--task", "omniglot", "--meta-batch", str(meta_batch), "--method", method, *flags],
+        for method, options in THROUGHPUT.items():
+            cfg = config.resolve(["--task", "omniglot", "--meta-batch", str(meta_batch), *options, *flags],
                                  tasks.defaults)
             task = tasks.load("omniglot").Task(cfg, device, torch.float32, tasksets=tasksets)
             seconds, _ = timed(lambda: task.hypergradient(0, list(range(meta_batch))), repeats, device)
             out[(label, method)] = meta_batch / seconds
             print(label, method, f"{meta_batch / seconds:.2f} tasks/s", flush=True)
+            if method == "greedy" and label == "per-task higher loop" and device.type == "cpu":
+                out["kernel_share"] = kernel_share(lambda: task.hypergradient(0, list(range(meta_batch))))
     return out
+
+
+KERNELS = ("convolution", "batch_norm", "max_pool", "threshold_backward", "clamp_min", "relu", "addmm", "mm",
+           "_log_softmax", "nll_loss")
+
+
+def kernel_share(fn) -> float:
+    """The share of ``fn``'s wall time (under torch.profiler, CPU) spent inside the network's compute
+    kernels: convolutions, batch norm, pooling, activations, the head and the loss, forward and
+    backward. Batching tasks can at best remove the rest, so 1 / share bounds its speed-up (the
+    profiler's own overhead only lowers the share, which loosens the bound)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        fn()
+        wall = time.perf_counter() - t0
+    busy = sum(e.self_cpu_time_total for e in prof.key_averages()
+               if e.key.startswith("aten::") and any(k in e.key for k in KERNELS))
+    return busy / 1e6 / wall
 
 
 def write(tables, throughput, args, have_torchopt):
@@ -175,9 +208,16 @@ def write(tables, throughput, args, have_torchopt):
              f"gradient. torchopt: {'installed' if have_torchopt else 'not installed, its row is missing'}.", "",
              *sum(([t, ""] for t in tables), []),
              "### Omniglot meta-training throughput (5-way 1-shot, 15 queries, meta-batch 16, T = 5)", "",
-             "| path | greedy tasks/s | full tasks/s | fo tasks/s |", "| --- | --- | --- | --- |"]
+             "Tasks per second:", "",
+             "| path | " + " | ".join(THROUGHPUT) + " |", "| --- |" + " --- |" * len(THROUGHPUT)]
     for label in ("per-task higher loop", "batched (vmap)"):
-        lines.append(f"| {label} | " + " | ".join(f"{throughput[(label, m)]:.2f}" for m in ("greedy", "full", "fo")) + " |")
+        lines.append(f"| {label} | " + " | ".join(f"{throughput[(label, m)]:.2f}" for m in THROUGHPUT) + " |")
+    if "kernel_share" in throughput:
+        share = throughput["kernel_share"]
+        lines += ["", f"Per-task loop, greedy: {100 * share:.0f}% of its wall time is spent inside the network's "
+                  f"compute kernels (convolution, batch norm, pooling, activation, head, loss; `kernel_share` in "
+                  f"bench/perf.py), so running the tasks as one batch could at best make it {1 / share:.2f}x faster "
+                  f"on this device."]
     replace_section(os.path.join(ROOT, "docs", "PERFORMANCE.md"), f"perf_{args.device}", "\n".join(lines),
                     title="# Performance")
 

@@ -69,7 +69,8 @@ def hypergradient(train_loss, val_loss, params, hparams, *, steps: int, lr=0.1, 
     same structure (tensor, list/tuple or dict) as given. ``params`` is never modified. ``lr`` may be
     a float, or a tensor that is one of ``hparams`` (a learned learning rate), or a callable of the
     hparams leaves. ``options`` go to the method: ``gamma``/``variant`` (greedy), ``terms``/
-    ``neumann_lr`` (ift), ``k`` (truncated).
+    ``neumann_lr`` (ift), ``k`` (truncated), ``step_val_loss(params, hparams, t)`` (greedy: the
+    validation loss of the terms t < T, e.g. a validation mini-batch per inner step).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
@@ -96,6 +97,10 @@ def hypergradient(train_loss, val_loss, params, hparams, *, steps: int, lr=0.1, 
         lr = lambda a, i=index: a[i]  # noqa: E731
     if method == "ift" and options.get("neumann_lr") is None and isinstance(lr, (int, float)):
         options["neumann_lr"] = float(lr)
+
+    if options.get("step_val_loss") is not None:
+        step_val_loss = options["step_val_loss"]
+        options["step_val_loss"] = lambda w, a, t: step_val_loss(unflatten_w(w), unflatten_alpha(a), t)
 
     problem = Bilevel(
         train_loss=lambda w, a: train_loss(unflatten_w(w), unflatten_alpha(a)),

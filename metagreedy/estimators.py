@@ -69,13 +69,13 @@ def _step(problem: Bilevel, w, state, alpha, graph: bool):
     return w_new, state_new, loss.detach()
 
 
-def _greedy_term(problem: Bilevel, w, state, alpha, u_fn):
-    """Step from w_{t-1} with the optimizer state held constant and return ``(w_t, s_t, loss, u B_t,
+def _greedy_term(problem: Bilevel, w, state, alpha, u_fn, t: int):
+    """Step t from w_{t-1} with the optimizer state held constant and return ``(w_t, s_t, loss, u B_t,
     val_grads)`` where ``B_t = dPhi(w_{t-1}, s_{t-1}, alpha) / dalpha`` and ``(u, val_grads) =
-    u_fn(w_t)``: one VJP."""
+    u_fn(w_t, t)``: one VJP."""
     w_new, state_new, loss = _step(problem, _leaves(w), detach_state(state), alpha, graph=True)
     w_det = tuple(x.detach() for x in w_new)
-    u, val_grads = u_fn(w_det)
+    u, val_grads = u_fn(w_det, t)
     term = _grad(w_new, alpha, grad_outputs=u)  # differentiates through grad_w train_loss: the VJP
     return w_det, detach_state(state_new), loss, term, val_grads
 
@@ -89,12 +89,18 @@ def _val_grads(problem: Bilevel, w, alpha):
     return grads[: len(w)], grads[len(w):], loss.detach()
 
 
-def _val_gradient_at(problem: Bilevel, alpha):
-    """``u_fn`` for :func:`_greedy_term`: u = grad_w val_loss(w_t), keeping all of ``_val_grads``
-    so the last step's can serve as the direct term at w_T."""
-    def u_fn(w):
-        grads = _val_grads(problem, w, alpha)
-        return grads[0], grads
+def _val_gradient_at(problem: Bilevel, alpha, step_val_loss=None):
+    """``u_fn`` for :func:`_greedy_term`: u_t = grad_w val_loss(w_t). At t = T it keeps all of
+    ``_val_grads`` so they serve as the direct term at w_T; before T it skips grad_alpha (not
+    needed) and uses ``step_val_loss(w, alpha, t)`` instead of ``val_loss`` when one is given."""
+    def u_fn(w, t):
+        if t == problem.T:
+            grads = _val_grads(problem, w, alpha)
+            return grads[0], grads
+        with torch.enable_grad():
+            w = _leaves(w)
+            loss = problem.val_loss(w, alpha) if step_val_loss is None else step_val_loss(w, alpha, t)
+            return _grad(loss, w), None
     return u_fn
 
 
@@ -112,24 +118,29 @@ def _finish(problem, w, alpha, indirect, vjps, train_loss, val_grads=None) -> Es
     return Estimate(tuple(x.detach() for x in grad), tuple(w), vjps, float(train_loss), float(val))
 
 
-def greedy(problem: Bilevel, w0, alpha, *, gamma: float = 0.9, variant: str = "eq6") -> Estimate:
+def greedy(problem: Bilevel, w0, alpha, *, gamma: float = 0.9, variant: str = "eq6",
+           step_val_loss: Loss | None = None) -> Estimate:
     """Greedy (equation 6): grad_alpha L_val(w_T) + sum_t gamma^(T-t) grad_{w_t} L_val(w_t) B_t.
 
     ``variant="final"`` uses grad_{w_T} L_val(w_T) in every term instead; it replays the
-    trajectory once to get that vector first. Neither keeps the trajectory: memory is O(P + H)."""
+    trajectory once to get that vector first. Neither keeps the trajectory: memory is O(P + H).
+    ``step_val_loss(w, alpha, t)`` (eq6 only), when given, replaces L_val in the terms t < T, e.g.
+    a validation mini-batch per step; the term t = T and the direct term use ``val_loss``."""
     if variant not in ("eq6", "final"):
         raise ValueError(f"greedy: variant must be 'eq6' or 'final', got {variant!r}")
+    if variant == "final" and step_val_loss is not None:
+        raise ValueError("greedy: step_val_loss applies to variant='eq6' only ('final' uses grad L_val(w_T) throughout)")
     T, state = problem.T, problem.optimizer.init(w0)
     if variant == "final":
         w_T, _, _ = _run(problem, w0, state, alpha, T)
         final = _val_grads(problem, w_T, alpha)
-        u_fn = lambda w: (final[0], final)  # noqa: E731
+        u_fn = lambda w, t: (final[0], final)  # noqa: E731
     else:
-        u_fn = _val_gradient_at(problem, alpha)
+        u_fn = _val_gradient_at(problem, alpha, step_val_loss)
     acc = tuple(torch.zeros_like(a) for a in alpha)
     w, loss, last = w0, None, None
-    for _ in range(T):
-        w, state, loss, term, last = _greedy_term(problem, w, state, alpha, u_fn)
+    for t in range(1, T + 1):
+        w, state, loss, term, last = _greedy_term(problem, w, state, alpha, u_fn, t)
         acc = _add(tuple(gamma * a for a in acc), term)  # acc_t = gamma acc_{t-1} + term_t
     return _finish(problem, w, alpha, acc, T, loss, last)
 
@@ -137,7 +148,7 @@ def greedy(problem: Bilevel, w0, alpha, *, gamma: float = 0.9, variant: str = "e
 def t1t2(problem: Bilevel, w0, alpha) -> Estimate:
     """T1-T2 (Luketina et al. 2016): grad_alpha L_val(w_T) + grad_{w_T} L_val(w_T) B_T, the last step only."""
     w, state, _ = _run(problem, w0, problem.optimizer.init(w0), alpha, problem.T - 1)
-    w, _, loss, term, last = _greedy_term(problem, w, state, alpha, _val_gradient_at(problem, alpha))
+    w, _, loss, term, last = _greedy_term(problem, w, state, alpha, _val_gradient_at(problem, alpha), problem.T)
     return _finish(problem, w, alpha, term, 1, loss, last)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 import metagreedy as mg
+from metagreedy.config import UsageError
 
 from .common import method_options
 
@@ -48,6 +49,8 @@ def exact_hypergradient(alpha: torch.Tensor, T: int, lr: float, w0: torch.Tensor
 
 class Task:
     def __init__(self, cfg, device, dtype):
+        if cfg.step_val_batch:
+            raise UsageError("--step-val-batch: the toy problem's validation loss has no data to take a batch of")
         self.cfg, self.dtype = cfg, dtype
         self.w0 = {"w": torch.tensor([2.0, 2.0], dtype=dtype)}
         self.hparams = {"alpha": torch.tensor([1.0, 1.0], dtype=dtype, requires_grad=True)}

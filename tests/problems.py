@@ -123,8 +123,9 @@ class Flat:
         f = lambda a: self.val(self.unroll(a, T, lr, momentum)[-1], a)  # noqa: E731
         return jacobian(f, self.a0)
 
-    def greedy(self, T, lr, momentum, gamma, final=False):
-        """Equation 6 with B_t = dPhi(w_{t-1}, v_{t-1}, alpha)/dalpha as an explicit P x H matrix."""
+    def greedy(self, T, lr, momentum, gamma, final=False, step_val=None):
+        """Equation 6 with B_t = dPhi(w_{t-1}, v_{t-1}, alpha)/dalpha as an explicit P x H matrix;
+        ``step_val(w, alpha, t)`` (flat) in place of the validation loss in the terms t < T."""
         a0 = self.a0
         w, v = self.w0.clone(), torch.zeros_like(self.w0)
         ws, Bs = [], []
@@ -139,5 +140,7 @@ class Flat:
         total = jacobian(lambda a: self.val(ws[-1], a), a0)
         for t in range(T):
             u = gval(ws[-1]) if final else gval(ws[t])
+            if step_val is not None and t + 1 < T:
+                u = jacobian(lambda x: step_val(x, a0, t + 1), ws[t])
             total = total + gamma ** (T - 1 - t) * (u @ Bs[t])
         return total

@@ -1,4 +1,5 @@
 """Hyper-cleaning in miniature: greedy hypergradients find planted noisy labels."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -36,3 +37,35 @@ def test_greedy_outer_steps_down_weight_corrupted_examples():
     flagged = weights < 0.5
     assert (flagged & corrupted).sum() > 0.6 * corrupted.sum()  # recall
     assert (flagged & corrupted).sum() > 0.6 * flagged.sum()  # precision
+
+
+def hyper_cleaning_task(monkeypatch, **flags):
+    """The hyper-cleaning task on random 28x28 images (no dataset needed), in float64."""
+    import tasks
+    from metagreedy import config
+    from metagreedy.data.cleaning import CleaningData
+    hc = tasks.load("hyper_cleaning")
+    gen = keyed_generator(3)
+    x, xv = torch.rand(20, 1, 28, 28, generator=gen), torch.rand(30, 1, 28, 28, generator=gen)
+    y, yv = torch.randint(10, (20,), generator=gen), torch.randint(10, (30,), generator=gen)
+    data = CleaningData(x, y, y, torch.zeros(20, dtype=torch.bool), xv, yv, xv, yv)
+    monkeypatch.setattr(hc, "make_cleaning_data", lambda *a, **k: data)
+    args = ["--task", "hyper_cleaning", "--n-train", "20", "--inner-steps", "4"]
+    for key, value in flags.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return hc.Task(config.resolve(args, tasks.defaults), torch.device("cpu"), torch.float64)
+
+
+def test_step_val_batch_of_the_whole_validation_set_is_plain_greedy(monkeypatch):
+    plain, every, some = (hyper_cleaning_task(monkeypatch, **f).hypergradient(0, [0])[0]["alpha"]
+                          for f in ({}, {"step_val_batch": 30}, {"step_val_batch": 5}))
+    torch.testing.assert_close(every, plain, rtol=1e-10, atol=1e-13)
+    assert (some - plain).norm() > 1e-3 * plain.norm()
+    again = hyper_cleaning_task(monkeypatch, step_val_batch=5).hypergradient(0, [0])[0]["alpha"]
+    assert torch.equal(again, some)  # the mini-batches are a function of (seed, outer step, t)
+
+
+def test_step_val_batch_larger_than_the_validation_set_is_refused(monkeypatch):
+    from metagreedy.config import UsageError
+    with pytest.raises(UsageError, match="at most the 30 validation examples"):
+        hyper_cleaning_task(monkeypatch, step_val_batch=31)

@@ -122,6 +122,35 @@ def test_greedy_equals_explicit_equation_6(name, momentum, T, gamma):
 
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("T", [1, 5])
+def test_greedy_step_val_loss_equals_explicit_equation_6(name, momentum, T):
+    """``step_val_loss(w, alpha, t)`` replaces L_val in the terms t < T (never at t = T, nor in the
+    direct term); a step-dependent loss checks that t is passed as 1..T-1."""
+    problem = PROBLEMS[name](torch.Generator().manual_seed(T + 3))
+    tl, vl, params, hparams = problem
+    ref = Flat(*problem)
+    step = lambda w, a, t: (1 + t) * vl(w, a) ** 2  # noqa: E731
+    got = flat(run(problem, "greedy", T, momentum=momentum, gamma=0.8, step_val_loss=step).grad)
+    want = ref.greedy(T, 0.1, momentum, 0.8, step_val=lambda w, a, t: (1 + t) * ref.val(w, a) ** 2)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    if T > 1:  # the option changes the estimate, and giving val_loss back gives plain greedy
+        plain = flat(run(problem, "greedy", T, momentum=momentum, gamma=0.8).grad)
+        assert (got - plain).norm() > 1e-3 * plain.norm()
+        same = flat(run(problem, "greedy", T, momentum=momentum, gamma=0.8,
+                        step_val_loss=lambda w, a, t: vl(w, a)).grad)
+        torch.testing.assert_close(same, plain, rtol=1e-12, atol=1e-13)
+
+
+def test_step_val_loss_is_for_equation_6_only():
+    problem = quadratic(torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="eq6"):
+        run(problem, "greedy", 3, variant="final", step_val_loss=lambda w, a, t: problem[1](w, a))
+    with pytest.raises(TypeError, match="step_val_loss"):
+        run(problem, "full", 3, step_val_loss=lambda w, a, t: problem[1](w, a))
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_t1_identities(name, momentum):
     """With T=1 every unrolled method is exact: full = greedy (any gamma, both variants) = t1t2 = truncated."""
     problem = PROBLEMS[name](torch.Generator().manual_seed(11))

@@ -54,10 +54,11 @@ def test_full_equals_higher_innerloop_ctx_on_the_warp_net(small_tasksets):
     task = make_task(small_tasksets, init="learned", method="full")
     episode = small_tasksets[0][0]
     res, _ = task.adapt_and_estimate(episode)
-    model = WarpConvNet(3).double()
+    model = WarpConvNet(3).double().to(memory_format=task.format)
     model.load_state_dict({**{n: w for n, w in task.w0.items()},
                            **{n: a.detach() for n, a in task.hparams.items() if not n.startswith("init.")}})
-    xs, ys, xq, yq = [t.double() if t.is_floating_point() else t for t in episode]
+    xs, ys, xq, yq = [t.double().contiguous(memory_format=task.format) if t.is_floating_point() else t
+                      for t in episode]
     import higher
     opt = torch.optim.SGD([p for n, p in model.named_parameters() if n in task.w0], lr=0.1, momentum=0.9)
     with higher.innerloop_ctx(model, opt, copy_initial_weights=False) as (fmodel, diffopt):
@@ -93,7 +94,8 @@ def test_learn2learn_taskset_drives_the_loop():
 @pytest.mark.parametrize("init", ["fixed", "learned"])
 def test_batched_meta_batch_equals_the_higher_loop(small_tasksets, method, init):
     """vmap over the meta-batch gives the mean of the per-task (higher-driven) hypergradients."""
-    reference = make_task(small_tasksets, higher=True, init=init, method=method, k=2, meta_batch=3)
+    reference = make_task(small_tasksets, higher=True, init=init, method=method, k=2, meta_batch=3,
+                          memory_format="contiguous")  # as the batched path; channels_last is tested below
     batched = make_task(small_tasksets, batched=True, init=init, method=method, k=2, meta_batch=3)
     g_ref, m_ref, n_ref = reference.hypergradient(1, [0, 1, 2])
     g_bat, m_bat, n_bat = batched.hypergradient(1, [0, 1, 2])
@@ -102,3 +104,50 @@ def test_batched_meta_batch_equals_the_higher_loop(small_tasksets, method, init)
         torch.testing.assert_close(g_bat[name], g_ref[name], rtol=1e-10, atol=1e-12)
     for key in ("val_loss", "train_loss", "train_query_acc"):
         assert m_bat[key] == pytest.approx(m_ref[key], rel=1e-10)
+
+
+# ---- a query mini-batch per inner step (--step-val-batch) ---------------------------------------------
+
+def test_step_queries_are_class_balanced_and_cycle(small_tasksets):
+    task = make_task(small_tasksets, step_val_batch=3, queries=4)  # 1 query of each of 3 classes per step
+    yq = torch.tensor([2, 0, 1, 1, 0, 2, 0, 2, 1, 1, 2, 0])  # any order, 4 of each class
+    seen = []
+    for t in range(1, 5):
+        idx = task.step_queries(yq, t)
+        assert sorted(yq[idx].tolist()) == [0, 1, 2]
+        seen += idx.tolist()
+    assert sorted(seen) == list(range(12))  # four steps use every query once
+    assert torch.equal(task.step_queries(yq, 5), task.step_queries(yq, 1))
+    stacked = torch.stack([yq, yq.flip(0)])
+    assert torch.equal(task.step_queries(stacked, 2)[1], task.step_queries(yq.flip(0), 2))
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_step_val_batch_of_every_query_is_plain_greedy(small_tasksets, batched):
+    plain = make_task(small_tasksets, batched=batched, meta_batch=2)
+    every = make_task(small_tasksets, batched=batched, meta_batch=2, step_val_batch=6)
+    some = make_task(small_tasksets, batched=batched, meta_batch=2, step_val_batch=3)
+    g_plain, g_every, g_some = (t.hypergradient(0, [0, 1])[0] for t in (plain, every, some))
+    for name in g_plain:
+        torch.testing.assert_close(g_every[name], g_plain[name], rtol=1e-10, atol=1e-12)
+    assert sum((g_some[n] - g_plain[n]).norm() for n in g_plain) > 1e-4 * sum(g.norm() for g in g_plain.values())
+
+
+def test_step_val_batch_batched_equals_the_higher_loop(small_tasksets):
+    reference = make_task(small_tasksets, higher=True, meta_batch=3, step_val_batch=3, memory_format="contiguous")
+    batched = make_task(small_tasksets, batched=True, meta_batch=3, step_val_batch=3)
+    g_ref, g_bat = reference.hypergradient(1, [0, 1, 2])[0], batched.hypergradient(1, [0, 1, 2])[0]
+    for name in g_ref:
+        torch.testing.assert_close(g_bat[name], g_ref[name], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["greedy", "full", "ift"])
+def test_channels_last_gives_the_same_hypergradients(small_tasksets, method):
+    """The memory format changes the convolution kernels, not the maths: float64 round-off only."""
+    nhwc = make_task(small_tasksets, method=method, memory_format="channels_last", meta_batch=2)
+    nchw = make_task(small_tasksets, method=method, memory_format="contiguous", meta_batch=2)
+    assert nhwc.w0["task1.0.weight"].is_contiguous(memory_format=torch.channels_last)
+    assert not nchw.w0["task3.0.weight"].is_contiguous(memory_format=torch.channels_last)
+    g_a, g_b = nhwc.hypergradient(0, [0, 1])[0], nchw.hypergradient(0, [0, 1])[0]
+    for name in g_b:
+        assert (g_a[name] - g_b[name]).norm() <= 1e-12 * g_b[name].norm(), name

@@ -165,6 +165,11 @@ BAD = [
     (["--dataset", "synthetic", "--shots", "10", "--queries", "11"], "more than the 20 drawings"),
     (["--resume", "empty"], "no checkpoint"),
     (["--frobnicate"], "unrecognized arguments"),
+    (["--method", "full", "--step-val-batch", "5"], "applies to --method greedy --variant eq6 only"),
+    (["--variant", "final", "--step-val-batch", "5"], "applies to --method greedy --variant eq6 only"),
+    (["--dataset", "synthetic", "--step-val-batch", "7"], "multiple of --ways = 5"),
+    (["--dataset", "synthetic", "--step-val-batch", "80"], "at most the 75 queries"),
+    (["--task", "toy", "--step-val-batch", "4"], "no data"),
 ]
 
 
