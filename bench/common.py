@@ -68,7 +68,6 @@ def replace_section(path: str, name: str, text: str, title: str = "# Results") -
         fh.write(new)
 
 
-# two-sided 97.5% quantiles of Student's t for n - 1 degrees of freedom (n = 2..10)
 def mean_ci(values) -> tuple[float, float, int]:
     """(mean, half-width of the 95% t confidence interval, n); the half-width is nan for n = 1."""
     values = list(values)

@@ -10,7 +10,7 @@ $PY bench/toy.py
 $PY bench/memory.py
 $PY bench/omniglot.py --data-root "$DATA" --ways 5 --seeds 0 --outer-steps 100 --meta-batch 8 \
     --eval-every 50 --parallel 2 --threads 1
-$PY bench/perf.py --device cpu
+$PY bench/perf.py --device cpu --repeats 5
 $PY bench/hyper_cleaning.py --data-root "$DATA" --datasets mnist --noise 0.3 --protocols paper --seeds 0 1 2 \
     --val-batch 1000 --parallel 2 --threads 1
 $PY bench/hyper_cleaning.py --data-root "$DATA" --datasets mnist --noise 0.3 --protocols paper --seeds 0 \

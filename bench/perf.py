@@ -1,7 +1,8 @@
 """Cost of every estimator against its peers, side by side in one process.
 
 For the hyper-cleaning network (1000 examples, 1000 validation examples) and the Omniglot warp
-network (one 5-way 1-shot task, 15 queries per class): the median wall time of one hypergradient as T
+network (one 5-way 1-shot task, 15 queries per class; channels-last on a CPU, as the Omniglot task
+runs it): the median wall time of one hypergradient as T
 grows, for each method, for the exact hypergradient through ``higher.innerloop_ctx`` and through
 ``torchopt``'s differentiable momentum SGD (when installed; both checked against our ``full``), and
 the floor: T plain inner steps with no hypergradient. Then the Omniglot meta-training throughput
@@ -32,6 +33,9 @@ METHODS = {"greedy": {"method": "greedy", "gamma": 0.9}, "greedy final": {"metho
            "variant": "final"}, "t1t2": {"method": "t1t2"}, "ift(5)": {"method": "ift", "terms": 5},
            "truncated(5)": {"method": "truncated", "k": 5}, "full": {"method": "full"}}
 
+PATHS = {"per-task higher loop": ["--higher"],  # channels-last on a CPU, the task's default
+         "per-task higher loop, NCHW": ["--higher", "--memory-format", "contiguous"],
+         "batched (vmap)": ["--batched"]}
 THROUGHPUT = {"greedy": ["--method", "greedy"], "greedy, step val batch 5": ["--method", "greedy", "--step-val-batch", "5"],
               "full": ["--method", "full"], "fo": ["--method", "fo"]}
 
@@ -51,10 +55,12 @@ def problems(device):
     yield ("hyper-cleaning net", clean, w, alpha,
            lambda w, a: (torch.sigmoid(a["alpha"]) * F.cross_entropy(mgnn.call(clean, w, {}, x), y, reduction="none")).mean(),
            lambda w, a: F.cross_entropy(mgnn.call(clean, w, {}, xv), yv), None, ("greedy, step val batch 100", step_val))
-    warp = WarpConvNet(5).to(device)
+    fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format  # as tasks/omniglot.py's default
+    warp = WarpConvNet(5).to(device, memory_format=fmt)
     w, alpha = mgnn.split(warp, WarpConvNet.WARP)
-    xs, ys = torch.rand(5, 1, 28, 28, generator=gen).to(device), torch.arange(5, device=device)
-    xq, yq = torch.rand(75, 1, 28, 28, generator=gen).to(device), torch.arange(5, device=device).repeat(15)
+    xs, ys = torch.rand(5, 1, 28, 28, generator=gen).to(device, memory_format=fmt), torch.arange(5, device=device)
+    xq = torch.rand(75, 1, 28, 28, generator=gen).to(device, memory_format=fmt)
+    yq = torch.arange(5, device=device).repeat(15)
     train_loss, val_loss = mgnn.losses(mgnn.module_forward(warp), F.cross_entropy, (xs, ys), (xq, yq))
 
     def step_query(w, a, t):  # one query of each class, a different one at each step (queries are interleaved)
@@ -168,7 +174,7 @@ def omniglot_throughput(device, repeats, meta_batch=16):
     from metagreedy.data import get_tasksets
     tasksets = get_tasksets("synthetic", 5, 1, 15, synthetic_classes=(100, 20))
     out = {}
-    for label, flags in (("per-task higher loop", ["--higher"]), ("batched (vmap)", ["--batched"])):
+    for label, flags in PATHS.items():
         for method, options in THROUGHPUT.items():
             cfg = config.resolve(["--task", "omniglot", "--meta-batch", str(meta_batch), *options, *flags],
                                  tasks.defaults)
@@ -203,14 +209,14 @@ def kernel_share(fn) -> float:
 def write(tables, throughput, args, have_torchopt):
     from common import replace_section
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
-    lines = [f"Device: {device}; torch {torch.__version__}; `python bench/perf.py --device {args.device}` "
-             f"(median of {args.repeats}). The floor is `method=\"fo\"`: T inner steps and one validation "
+    lines = [f"Device: {device}; torch {torch.__version__}; `python bench/perf.py --device {args.device} "
+             f"--repeats {args.repeats}` (median of {args.repeats}). The floor is `method=\"fo\"`: T inner steps and one validation "
              f"gradient. torchopt: {'installed' if have_torchopt else 'not installed, its row is missing'}.", "",
              *sum(([t, ""] for t in tables), []),
              "### Omniglot meta-training throughput (5-way 1-shot, 15 queries, meta-batch 16, T = 5)", "",
              "Tasks per second:", "",
              "| path | " + " | ".join(THROUGHPUT) + " |", "| --- |" + " --- |" * len(THROUGHPUT)]
-    for label in ("per-task higher loop", "batched (vmap)"):
+    for label in PATHS:
         lines.append(f"| {label} | " + " | ".join(f"{throughput[(label, m)]:.2f}" for m in THROUGHPUT) + " |")
     if "kernel_share" in throughput:
         share = throughput["kernel_share"]
