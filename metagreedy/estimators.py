@@ -19,6 +19,7 @@ from torch import Tensor
 from .optim import Optimizer, detach_state
 
 Loss = Callable[[Sequence[Tensor], Sequence[Tensor]], Tensor]
+StepLoss = Callable[[Sequence[Tensor], Sequence[Tensor], int], Tensor]  # (w, alpha, t) -> loss
 
 
 class Bilevel(NamedTuple):
@@ -89,7 +90,7 @@ def _val_grads(problem: Bilevel, w, alpha):
     return grads[: len(w)], grads[len(w):], loss.detach()
 
 
-def _val_gradient_at(problem: Bilevel, alpha, step_val_loss=None):
+def _val_gradient_at(problem: Bilevel, alpha, step_val_loss: StepLoss | None = None):
     """``u_fn`` for :func:`_greedy_term`: u_t = grad_w val_loss(w_t). At t = T it keeps all of
     ``_val_grads`` so they serve as the direct term at w_T; before T it skips grad_alpha (not
     needed) and uses ``step_val_loss(w, alpha, t)`` instead of ``val_loss`` when one is given."""
@@ -119,7 +120,7 @@ def _finish(problem, w, alpha, indirect, vjps, train_loss, val_grads=None) -> Es
 
 
 def greedy(problem: Bilevel, w0, alpha, *, gamma: float = 0.9, variant: str = "eq6",
-           step_val_loss: Loss | None = None) -> Estimate:
+           step_val_loss: StepLoss | None = None) -> Estimate:
     """Greedy (equation 6): grad_alpha L_val(w_T) + sum_t gamma^(T-t) grad_{w_t} L_val(w_t) B_t.
 
     ``variant="final"`` uses grad_{w_T} L_val(w_T) in every term instead; it replays the
