@@ -80,7 +80,10 @@ def run(argv=None) -> int:
 
     # ---- the outer loop ----
     status, step, started = "finished", start, time.perf_counter()
-    signal.signal(signal.SIGTERM, raise_interrupt)
+    # Ctrl-C and SIGTERM both end in a checkpoint and a summary. SIGINT is set explicitly: a process
+    # started in the background inherits it ignored, and Python then installs no handler of its own.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, raise_interrupt)
     bar = progress_bar(cfg, start, world.main)
     last_eval, last_vjps = {}, None
     try:
