@@ -10,3 +10,13 @@ def method_options(cfg) -> dict:
     ``step_val_loss`` itself (it knows its validation data)."""
     return {name: getattr(cfg, name) for name in mg.method_options(cfg.method)
             if name not in ("neumann_lr", "step_val_loss")}
+
+
+def options_for(cfg, method: str, step_val_loss) -> dict:
+    """The options to pass with ``method``: the config's when it is the configured method (a task's
+    other methods, e.g. evaluation baselines, run with their defaults), plus the task's
+    ``step_val_loss`` when ``--step-val-batch`` is set."""
+    if method != cfg.method:
+        return {}
+    options = method_options(cfg)
+    return {**options, "step_val_loss": step_val_loss} if cfg.step_val_batch else options

@@ -9,8 +9,9 @@ inner steps. Ten steps from a fresh initialisation leave this network at chance 
 accuracy on clean MNIST), so the paper's numbers cannot come from resetting w_0 every outer step.
 ``--val-batch B`` draws a fresh validation mini-batch of B per outer step for the hypergradient;
 every evaluation uses the whole split. ``--step-val-batch B`` (greedy) draws a fresh B of those for
-grad L_val(w_t) at each inner step t < T; the last step and the direct term use them all. ``--no-hpo`` is the "w/o HPO" row (alpha = 0 throughout,
-the same training); ``--oracle`` weighs clean examples 1 and corrupted ones 0.
+grad L_val(w_t) at each inner step t < T; the last step and the direct term use them all.
+``--no-hpo`` is the "w/o HPO" row (alpha = 0 throughout, the same training); ``--oracle`` weighs
+clean examples 1 and corrupted ones 0.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from metagreedy.config import UsageError
 from metagreedy.data.cleaning import DATASETS, make_cleaning_data
 from metagreedy.models import CleaningConvNet
 
-from .common import keyed_generator, method_options
+from .common import keyed_generator, options_for
 
 DEFAULTS = dict(
     dataset="mnist",
@@ -52,7 +53,6 @@ class Task:
         self.model = CleaningConvNet().to(device, dtype)
         self.w = {n: p.detach().clone() for n, p in self.model.named_parameters()}  # w_0 of the next outer step
         self.hparams = {"alpha": torch.zeros(cfg.n_train, device=device, dtype=dtype, requires_grad=True)}
-        self.options = method_options(cfg)
         n_val = min(cfg.val_batch or len(self.data.y_val), len(self.data.y_val))
         if cfg.step_val_batch > n_val:
             raise UsageError(f"--step-val-batch must be at most the {n_val} validation examples of a "
@@ -84,13 +84,13 @@ class Task:
         if self.cfg.val_batch:
             idx = torch.randperm(len(y), generator=keyed_generator(self.cfg.seed, step, 0xBA7C))[: self.cfg.val_batch]
             x, y = x[idx.to(x.device)], y[idx.to(y.device)]
-        options = self.options if method == self.cfg.method else {}
-        if self.cfg.step_val_batch and method == self.cfg.method:
-            def step_val_loss(w, alpha, t):  # a fresh validation mini-batch at each step t < T
-                gen = keyed_generator(self.cfg.seed, step, t, 0x57E9)
-                idx = torch.randperm(len(y), generator=gen)[: self.cfg.step_val_batch].to(y.device)
-                return self._val_loss(x[idx], y[idx])(w, alpha)
-            options = {**options, "step_val_loss": step_val_loss}
+
+        def step_val_loss(w, alpha, t):  # a fresh validation mini-batch at each step t < T
+            gen = keyed_generator(self.cfg.seed, step, t, 0x57E9)
+            idx = torch.randperm(len(y), generator=gen)[: self.cfg.step_val_batch].to(y.device)
+            return self._val_loss(x[idx], y[idx])(w, alpha)
+
+        options = options_for(self.cfg, method, step_val_loss)
         return mg.hypergradient(self.train_loss, self._val_loss(x, y), self.w, self.hparams,
                                 steps=self.cfg.inner_steps, lr=self.cfg.inner_lr, momentum=self.cfg.momentum,
                                 method=method, optimizer=self.cfg.inner_optimizer, **options)

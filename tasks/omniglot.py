@@ -23,7 +23,7 @@ from metagreedy.higher_loop import higher_forward, higher_sgd
 from metagreedy.models import WarpConvNet
 from metagreedy.stats import mean_ci95
 
-from .common import method_options
+from .common import options_for
 
 DEFAULTS = dict(
     inner_steps=5,
@@ -83,7 +83,6 @@ class Task:
         self.forward = higher_forward(self.model) if cfg.higher and not cfg.batched else mgnn.module_forward(self.model)
         self.optimizer = higher_sgd(cfg.inner_lr, cfg.momentum) if cfg.higher and cfg.inner_optimizer == "sgd" \
             else cfg.inner_optimizer
-        self.options = method_options(cfg)
         n_queries = cfg.ways * cfg.queries
         if cfg.step_val_batch and (cfg.step_val_batch % cfg.ways or cfg.step_val_batch > n_queries):
             raise UsageError(f"--step-val-batch must be a multiple of --ways = {cfg.ways} and at most the "
@@ -118,12 +117,6 @@ class Task:
         j = ((t - 1) * k + torch.arange(k, device=yq.device)) % by_class.shape[-1]
         return by_class[..., j].flatten(-2)
 
-    def _options(self, method, step_val_loss):
-        """The config's options when ``method`` is the configured one, with the per-step query mini-batch."""
-        if method != self.cfg.method:
-            return {}
-        return {**self.options, "step_val_loss": step_val_loss} if self.cfg.step_val_batch else self.options
-
     def adapt_and_estimate(self, task, method=None):
         xs, ys, xq, yq = self._episode(task)
         train_loss, val_loss = mgnn.losses(self._forward, F.cross_entropy, (xs, ys), (xq, yq))
@@ -133,7 +126,7 @@ class Task:
             return F.cross_entropy(self._forward(w, a, xq[idx]), yq[idx])
 
         method = method or self.cfg.method
-        options = self._options(method, step_val_loss)
+        options = options_for(self.cfg, method, step_val_loss)
         res = mg.hypergradient(train_loss, val_loss, self._start(), self.hparams, steps=self.cfg.inner_steps,
                                lr=self.cfg.inner_lr, momentum=self.cfg.momentum, method=method,
                                optimizer=self.optimizer, **options)
@@ -162,7 +155,7 @@ class Task:
             return F.cross_entropy(stacked(w, a, xq[rows, idx]).flatten(0, 1), yq[rows, idx].flatten())
 
         method = method or self.cfg.method
-        options = self._options(method, step_val_loss)
+        options = options_for(self.cfg, method, step_val_loss)
         start = {n: w.expand(n_tasks, *w.shape).clone() for n, w in self._start().items()}
         res = mg.hypergradient(train_loss, val_loss, start, self.hparams, steps=self.cfg.inner_steps,
                                lr=self.cfg.inner_lr, momentum=self.cfg.momentum, method=method,
