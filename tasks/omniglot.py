@@ -71,7 +71,7 @@ class Task:
             self.dataset = "custom"
         self.train_tasks, self.val_tasks, self.test_tasks = tasksets
         torch.manual_seed(cfg.seed)  # the fixed random initialisation: one per seed
-        # NHWC convolutions: the per-task loop is 1.2-1.5x faster on CPU (docs/PERFORMANCE.md); same numbers
+        # NHWC convolutions: the per-task loop is about 1.3x faster on CPU (docs/PERFORMANCE.md); same numbers
         self.format = torch.channels_last if cfg.memory_format == "channels_last" or (
             cfg.memory_format == "auto" and device.type == "cpu" and not cfg.batched) else torch.contiguous_format
         self.model = WarpConvNet(cfg.ways).to(device=device, dtype=dtype, memory_format=self.format)
