@@ -4,9 +4,13 @@ An optimizer is ``Optimizer(init, update)`` (optax's shape): ``init(w) -> state`
 ``update(g, state, w, alpha) -> (w_new, state_new)``. Nothing is done in place, so autograd can
 differentiate through any number of steps. ``alpha`` is passed to ``update`` so that a learning
 rate can itself be a hyperparameter (give ``lr`` as a callable of ``alpha``).
+
+The factories check their settings once, when the optimizer is made; ``update`` checks nothing.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Callable, NamedTuple, Sequence, Union
 
 import torch
@@ -21,12 +25,44 @@ class Optimizer(NamedTuple):
     lr: LR | None = None  # the step size, for estimators that need one (IFT's Neumann series)
 
 
+def check_int(name: str, value, low: int) -> None:
+    """TypeError unless ``value`` is an int (a bool is not), ValueError unless it is >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer >= {low}, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def check_real(name: str, value, low: float, high: float = math.inf, *, open_low: bool = False,
+               open_high: bool = True) -> None:
+    """TypeError unless ``value`` is a real number, ValueError unless it is finite and in the
+    interval from ``low`` to ``high`` (closed at ``low`` and open at ``high`` unless told)."""
+    interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number in {interval}, got {type(value).__name__}")
+    x = float(value)
+    inside = (low < x if open_low else low <= x) and (x < high if open_high else x <= high)
+    if not (math.isfinite(x) and inside):
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+
+
+def _check_lr(lr: LR) -> None:
+    """A number, or a constant one-element tensor on the CPU, must be finite and >= 0. A callable
+    or a tensor that requires grad (a learned lr) has no value yet; reading a tensor on an
+    accelerator would cost a host sync."""
+    if callable(lr) or (isinstance(lr, Tensor) and (lr.requires_grad or lr.device.type != "cpu" or lr.numel() != 1)):
+        return
+    check_real("lr", lr.item() if isinstance(lr, Tensor) else lr, 0.0)
+
+
 def _resolve(lr: LR, alpha):
     return lr(alpha) if callable(lr) else lr
 
 
 def sgd(lr: LR, momentum: float = 0.0) -> Optimizer:
     """torch.optim.SGD (dampening 0, no Nesterov): v_t = momentum v_{t-1} + g_t, w_t = w_{t-1} - lr v_t, v_0 = 0."""
+    _check_lr(lr)
+    check_real("momentum", momentum, 0.0, 1.0)
 
     def init(w):
         return tuple(torch.zeros_like(wi) for wi in w)
@@ -51,7 +87,13 @@ def adam(lr: LR, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -
     Its square root has an infinite derivative at a second moment of exactly zero: a coordinate
     whose training gradient is exactly zero at step 1 gives NaN in reverse mode.
     """
+    _check_lr(lr)
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
     b1, b2 = betas
+    check_real("betas[0]", b1, 0.0, 1.0)
+    check_real("betas[1]", b2, 0.0, 1.0)
+    check_real("eps", eps, 0.0, open_low=True)
 
     def init(w):
         zeros = tuple(torch.zeros_like(wi) for wi in w)
