@@ -1,9 +1,9 @@
 """metagreedy: greedy hypergradients for gradient-based hyperparameter optimization and meta-learning."""
 from .api import Hypergradient, hypergradient, inner_loop, make_optimizer, method_options
-from .estimators import METHODS, Bilevel, Estimate
+from .estimators import METHODS, Bilevel, Estimate, NonFiniteLoss
 from .optim import Optimizer, adam, sgd
 
 __version__ = "0.1.0"
 
 __all__ = ["hypergradient", "inner_loop", "Hypergradient", "METHODS", "Bilevel", "Estimate", "Optimizer", "sgd", "adam",
-           "make_optimizer", "method_options"]
+           "make_optimizer", "method_options", "NonFiniteLoss"]

@@ -8,15 +8,19 @@ Every estimator is ``estimator(problem, w0, alpha, **options) -> Estimate`` wher
 ``vjps`` counts vector-Jacobian products through the inner gradient map ``(w, alpha) -> grad_w
 train_loss``: the second-order products a method pays for, the paper's #JVPs column. Plain first
 derivatives (the inner step itself, ``grad val_loss``) are not counted.
+
+Checks cost no host sync: a loss that depends on none of the tensors it should is seen in the
+autograd graph, and a NaN or infinite loss where the final losses become Python floats.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 
-from .optim import Optimizer, detach_state
+from .optim import Optimizer, check_int, check_real, detach_state
 
 Loss = Callable[[Sequence[Tensor], Sequence[Tensor]], Tensor]
 StepLoss = Callable[[Sequence[Tensor], Sequence[Tensor], int], Tensor]  # (w, alpha, t) -> loss
@@ -29,6 +33,21 @@ class Bilevel(NamedTuple):
     T: int
 
 
+class NonFiniteLoss(ValueError):
+    """train_loss or val_loss is NaN or infinite at the end of the inner loop.
+
+    Checked once, where an estimate turns its final losses into Python floats, not at every inner
+    step (a host sync each on an accelerator): a non-finite loss at an earlier step makes its
+    gradient, and so w and the final losses, non-finite too."""
+
+
+def _finite(name: str, loss: Tensor) -> float:
+    value = float(loss)
+    if not math.isfinite(value):
+        raise NonFiniteLoss(f"{name} is {value}")
+    return value
+
+
 class Estimate(NamedTuple):
     grad: tuple  # d val_loss(w_T, alpha) / d alpha, one tensor per hyperparameter, detached
     params: tuple  # w_T, detached
@@ -37,12 +56,18 @@ class Estimate(NamedTuple):
     val_loss: float  # val_loss(w_T, alpha)
 
 
-def _grad(out: Tensor, inputs, grad_outputs=None, create_graph=False, retain_graph=None) -> tuple:
-    """autograd.grad that returns zeros (not None) for inputs ``out`` does not depend on."""
-    return torch.autograd.grad(
-        out, inputs, grad_outputs=grad_outputs, create_graph=create_graph, retain_graph=retain_graph,
-        allow_unused=True, materialize_grads=True,
-    )
+def _grad(out: Tensor, inputs, grad_outputs=None, create_graph=False, retain_graph=None,
+          unused: str | None = None) -> tuple:
+    """autograd.grad that returns zeros (not None) for inputs ``out`` does not depend on; when it
+    depends on none of them and ``unused`` is given, a ValueError with that message instead."""
+    if isinstance(out, Tensor) and not out.requires_grad:
+        grads = (None,) * len(inputs)
+    else:
+        grads = torch.autograd.grad(out, inputs, grad_outputs=grad_outputs, create_graph=create_graph,
+                                    retain_graph=retain_graph, allow_unused=True)
+    if unused is not None and all(g is None for g in grads):
+        raise ValueError(unused)
+    return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs))
 
 
 def _leaves(ts) -> tuple:
@@ -63,7 +88,8 @@ def _step(problem: Bilevel, w, state, alpha, graph: bool):
     with torch.enable_grad():
         w = _leaves(w) if not graph else tuple(x if x.requires_grad else _leaves((x,))[0] for x in w)
         loss = problem.train_loss(w, alpha)
-        g = _grad(loss, w, create_graph=graph)
+        g = _grad(loss, w, create_graph=graph,
+                  unused="train_loss does not depend on params (w): the inner loop would not move them")
         w_new, state_new = problem.optimizer.update(g, state, w, alpha)
     if not graph:
         w_new, state_new = tuple(x.detach() for x in w_new), detach_state(state_new)
@@ -81,12 +107,14 @@ def _greedy_term(problem: Bilevel, w, state, alpha, u_fn, t: int):
     return w_det, detach_state(state_new), loss, term, val_grads
 
 
-def _val_grads(problem: Bilevel, w, alpha):
-    """(grad_w val_loss(w, alpha), grad_alpha val_loss(w, alpha), val_loss) in one backward pass."""
+def _val_grads(problem: Bilevel, w, alpha, leaves: bool = True):
+    """(grad_w val_loss(w, alpha), grad_alpha val_loss(w, alpha), val_loss) in one backward pass;
+    with ``leaves=False``, ``w`` keeps its graph and grad_alpha goes through it."""
     with torch.enable_grad():
-        w = _leaves(w)
+        w = _leaves(w) if leaves else w
         loss = problem.val_loss(w, alpha)
-        grads = _grad(loss, tuple(w) + tuple(alpha))
+        grads = _grad(loss, tuple(w) + tuple(alpha),
+                      unused="val_loss depends on neither params (w) nor hparams (alpha)")
     return grads[: len(w)], grads[len(w):], loss.detach()
 
 
@@ -116,7 +144,8 @@ def _finish(problem, w, alpha, indirect, vjps, train_loss, val_grads=None) -> Es
     """The estimate ``grad_alpha L_val(w_T) + indirect``; ``val_grads`` at w_T when already computed."""
     _, direct, val = val_grads if val_grads is not None else _val_grads(problem, w, alpha)
     grad = direct if indirect is None else _add(direct, indirect)
-    return Estimate(tuple(x.detach() for x in grad), tuple(w), vjps, float(train_loss), float(val))
+    return Estimate(tuple(x.detach() for x in grad), tuple(w), vjps, _finite("train_loss", train_loss),
+                    _finite("val_loss", val))
 
 
 def greedy(problem: Bilevel, w0, alpha, *, gamma: float = 0.9, variant: str = "eq6",
@@ -129,6 +158,7 @@ def greedy(problem: Bilevel, w0, alpha, *, gamma: float = 0.9, variant: str = "e
     a validation mini-batch per step; the term t = T and the direct term use ``val_loss``."""
     if variant not in ("eq6", "final"):
         raise ValueError(f"greedy: variant must be 'eq6' or 'final', got {variant!r}")
+    check_real("gamma", gamma, 0.0, 1.0, open_high=False)
     if variant == "final" and step_val_loss is not None:
         raise ValueError("greedy: step_val_loss applies to variant='eq6' only ('final' uses grad L_val(w_T) throughout)")
     T, state = problem.T, problem.optimizer.init(w0)
@@ -162,8 +192,7 @@ def fo(problem: Bilevel, w0, alpha) -> Estimate:
 def ift(problem: Bilevel, w0, alpha, *, terms: int = 5, neumann_lr: float | None = None) -> Estimate:
     """IFT at w_T (Lorraine et al. 2020): grad_alpha L_val - v H^-1 d(grad_w L_train)/dalpha, with
     H^-1 ~ eta sum_{j=0..K} (I - eta H)^j (K = ``terms``; eta = ``neumann_lr``, default the inner lr)."""
-    if terms < 0:
-        raise ValueError(f"ift: terms must be >= 0, got {terms}")
+    check_int("ift: terms", terms, 0)
     eta = neumann_lr if neumann_lr is not None else _inner_lr(problem)
     w, _, loss = _run(problem, w0, problem.optimizer.init(w0), alpha, problem.T)
     at_w_T = _val_grads(problem, w, alpha)
@@ -187,17 +216,15 @@ def full(problem: Bilevel, w0, alpha) -> Estimate:
 
 def truncated(problem: Bilevel, w0, alpha, *, k: int) -> Estimate:
     """Truncated back-propagation (Shaban et al. 2019): reverse mode through the last k steps only."""
-    if not 1 <= k <= problem.T:
+    check_int("truncated: k", k, 1)
+    if k > problem.T:
         raise ValueError(f"truncated: k must be in [1, T={problem.T}], got {k}")
     w, state, _ = _run(problem, w0, problem.optimizer.init(w0), alpha, problem.T - k)
-    loss = None
     with torch.enable_grad():
         for _ in range(k):
             w, state, loss = _step(problem, w, state, alpha, graph=True)
-        val = problem.val_loss(w, alpha)
-        grad = _grad(val, alpha)
-    w = tuple(x.detach() for x in w)
-    return Estimate(tuple(x.detach() for x in grad), w, k, float(loss), float(val.detach()))
+    at_w_T = _val_grads(problem, w, alpha, leaves=False)
+    return _finish(problem, tuple(x.detach() for x in w), alpha, None, k, loss, at_w_T)
 
 
 def _inner_lr(problem: Bilevel) -> float:
