@@ -7,8 +7,8 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from .estimators import METHODS, Bilevel, _run
-from .optim import OPTIMIZERS, Optimizer
+from .estimators import METHODS, Bilevel, _finite, _run
+from .optim import OPTIMIZERS, Optimizer, check_int
 
 
 class Hypergradient(NamedTuple):
@@ -20,20 +20,20 @@ class Hypergradient(NamedTuple):
     val_loss: float  # val_loss(w_T, alpha)
 
 
-def _flatten(tree) -> tuple[tuple, Callable[[Any], Any]]:
-    """(leaves, unflatten) for a tensor, a list/tuple of tensors, or a dict name -> tensor."""
+def _flatten(name: str, tree) -> tuple[tuple, Callable[[Any], Any]]:
+    """(leaves, unflatten) for a tensor, a list/tuple of tensors, or a dict name -> tensor, checked:
+    at least one leaf, every one a floating-point tensor."""
     if isinstance(tree, Tensor):
-        return (tree,), lambda leaves: leaves[0]
-    if isinstance(tree, dict):
+        leaves, unflatten = (tree,), lambda xs: xs[0]
+    elif isinstance(tree, dict):
         keys = list(tree)
-        return tuple(tree[k] for k in keys), lambda leaves: dict(zip(keys, leaves))
-    if isinstance(tree, (list, tuple)):
+        leaves, unflatten = tuple(tree[k] for k in keys), lambda xs: dict(zip(keys, xs))
+    elif isinstance(tree, (list, tuple)):
         kind = type(tree)
-        return tuple(tree), lambda leaves: kind(leaves)
-    raise TypeError(f"expected a tensor, a list/tuple of tensors or a dict of tensors, got {type(tree).__name__}")
-
-
-def _check_leaves(name: str, leaves) -> None:
+        leaves, unflatten = tuple(tree), lambda xs: kind(xs)
+    else:
+        raise TypeError(f"{name} must be a tensor, a list/tuple of tensors or a dict of tensors, "
+                        f"got {type(tree).__name__}")
     if not leaves:
         raise ValueError(f"{name} is empty")
     for t in leaves:
@@ -41,9 +41,31 @@ def _check_leaves(name: str, leaves) -> None:
             raise TypeError(f"{name} must hold tensors, got {type(t).__name__}")
         if not t.is_floating_point():
             raise TypeError(f"{name} must hold floating-point tensors, got {t.dtype}")
+    return leaves, unflatten
+
+
+def _loss_on_tuples(name: str, loss, unflatten_w, unflatten_alpha):
+    """``loss`` as the estimators call it, on tuples, with what it returns checked: a floating-point
+    tensor of one element. Python-side checks only, no host sync; what the loss depends on and
+    whether it is finite the estimators check."""
+    if not callable(loss):
+        raise TypeError(f"{name} must be callable, got {type(loss).__name__}")
+
+    def on_tuples(w, alpha, *t):
+        out = loss(unflatten_w(w), unflatten_alpha(alpha), *t)
+        if not isinstance(out, Tensor):
+            raise TypeError(f"{name} must return a tensor, got {type(out).__name__}")
+        if not out.is_floating_point():
+            raise TypeError(f"{name} must return a floating-point tensor, got {out.dtype}")
+        if out.numel() != 1:
+            raise ValueError(f"{name} must return a scalar, got a tensor of shape {tuple(out.shape)}")
+        return out
+
+    return on_tuples
 
 
 def make_optimizer(optimizer: str | Optimizer, lr, momentum: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8):
+    """The inner optimizer by name (its factory checks the settings), or ``optimizer`` itself."""
     if isinstance(optimizer, Optimizer):
         return optimizer
     if optimizer == "sgd":
@@ -65,12 +87,16 @@ def hypergradient(train_loss, val_loss, params, hparams, *, steps: int, lr=0.1, 
     """The hypergradient of ``val_loss(w_T, alpha)`` with respect to ``alpha = hparams``, where
     ``w_T`` is ``steps`` inner optimizer steps on ``train_loss`` from ``w_0 = params``.
 
-    ``train_loss(params, hparams)`` and ``val_loss(params, hparams)`` return scalars and receive the
-    same structure (tensor, list/tuple or dict) as given. ``params`` is never modified. ``lr`` may be
-    a float, or a tensor that is one of ``hparams`` (a learned learning rate), or a callable of the
-    hparams leaves. ``options`` go to the method: ``gamma``/``variant`` (greedy), ``terms``/
+    ``train_loss(params, hparams)`` and ``val_loss(params, hparams)`` return floating-point scalar
+    tensors and receive the same structure (tensor, list/tuple or dict) as given; train_loss must
+    depend on ``params``, val_loss on ``params`` or ``hparams``. ``params`` is never modified.
+    ``lr`` may be a float, or a tensor that is one of ``hparams`` (a learned learning rate), or a
+    callable of the hparams leaves. ``options`` go to the method: ``gamma``/``variant`` (greedy), ``terms``/
     ``neumann_lr`` (ift), ``k`` (truncated), ``step_val_loss(params, hparams, t)`` (greedy: the
     validation loss of the terms t < T, e.g. a validation mini-batch per inner step).
+
+    Bad input raises a TypeError or ValueError that names the argument or the loss; a NaN or
+    infinite final train_loss or val_loss raises :class:`NonFiniteLoss` (a ValueError).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
@@ -78,15 +104,10 @@ def hypergradient(train_loss, val_loss, params, hparams, *, steps: int, lr=0.1, 
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise TypeError(f"method {method!r} takes no option(s) {unknown}; it takes {allowed}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps (T) must be an integer >= 1, got {steps!r}")
-    if "gamma" in options and not 0.0 <= float(options["gamma"]) <= 1.0:
-        raise ValueError(f"gamma must be in [0, 1], got {options['gamma']}")
+    check_int("steps (T)", steps, 1)
 
-    w0, unflatten_w = _flatten(params)
-    alpha, unflatten_alpha = _flatten(hparams)
-    _check_leaves("params", w0)
-    _check_leaves("hparams", alpha)
+    w0, unflatten_w = _flatten("params", params)
+    alpha, unflatten_alpha = _flatten("hparams", hparams)
     w0 = tuple(w.detach() for w in w0)
     alpha = tuple(a if a.requires_grad else a.detach().requires_grad_() for a in alpha)
 
@@ -99,12 +120,12 @@ def hypergradient(train_loss, val_loss, params, hparams, *, steps: int, lr=0.1, 
         options["neumann_lr"] = float(lr)
 
     if options.get("step_val_loss") is not None:
-        step_val_loss = options["step_val_loss"]
-        options["step_val_loss"] = lambda w, a, t: step_val_loss(unflatten_w(w), unflatten_alpha(a), t)
+        options["step_val_loss"] = _loss_on_tuples("step_val_loss", options["step_val_loss"], unflatten_w,
+                                                   unflatten_alpha)
 
     problem = Bilevel(
-        train_loss=lambda w, a: train_loss(unflatten_w(w), unflatten_alpha(a)),
-        val_loss=lambda w, a: val_loss(unflatten_w(w), unflatten_alpha(a)),
+        train_loss=_loss_on_tuples("train_loss", train_loss, unflatten_w, unflatten_alpha),
+        val_loss=_loss_on_tuples("val_loss", val_loss, unflatten_w, unflatten_alpha),
         optimizer=make_optimizer(optimizer, lr, momentum, betas, eps),
         T=steps,
     )
@@ -116,11 +137,15 @@ def hypergradient(train_loss, val_loss, params, hparams, *, steps: int, lr=0.1, 
 def inner_loop(train_loss, params, hparams, *, steps: int, lr=0.1, momentum: float = 0.0,
                optimizer: str | Optimizer = "sgd", betas=(0.9, 0.999), eps: float = 1e-8):
     """w_T: ``steps`` inner optimizer steps on ``train_loss`` from ``params`` with ``hparams`` fixed,
-    and no hypergradient (evaluation, the "w/o HPO" baseline). Same structure as ``params``."""
-    w0, unflatten_w = _flatten(params)
-    alpha, unflatten_alpha = _flatten(hparams)
+    and no hypergradient (evaluation, the "w/o HPO" baseline). Same structure as ``params``.
+    Checks its input as :func:`hypergradient` does, and raises :class:`NonFiniteLoss` when the last
+    train_loss is NaN or infinite."""
+    check_int("steps (T)", steps, 1)
+    w0, unflatten_w = _flatten("params", params)
+    alpha, unflatten_alpha = _flatten("hparams", hparams)
     alpha = tuple(a.detach() for a in alpha)
-    problem = Bilevel(lambda w, a: train_loss(unflatten_w(w), unflatten_alpha(a)), None,
+    problem = Bilevel(_loss_on_tuples("train_loss", train_loss, unflatten_w, unflatten_alpha), None,
                       make_optimizer(optimizer, lr, momentum, betas, eps), steps)
-    w, _, _ = _run(problem, tuple(w.detach() for w in w0), problem.optimizer.init(w0), alpha, steps)
+    w, _, loss = _run(problem, tuple(w.detach() for w in w0), problem.optimizer.init(w0), alpha, steps)
+    _finite("train_loss", loss)
     return unflatten_w(w)
