@@ -4,16 +4,18 @@
     python train.py --task hyper_cleaning --dataset mnist --noise 0.3
     python train.py --task toy --method greedy --gamma 0.9
     python train.py --config configs/omniglot_5way.yaml --seed 3
+    python train.py --resume runs/omniglot-5way1shot-greedy-seed0-20261127-101500
     torchrun --nproc_per_node 2 train.py ...                  # meta-batch split across processes
 
-Reads top to bottom: config -> task -> outer optimizer -> outer loop (hypergradient, step, log,
-evaluate, checkpoint) -> final evaluation. Every setting and its default is in metagreedy/config.py.
+Reads top to bottom: settings -> task -> run directory -> outer loop (hypergradient, outer step,
+log, evaluate, checkpoint) -> final evaluation and summary. Every setting is declared once, with its
+default and help, in metagreedy/config.py (``python train.py --help``); what train.py asks of a
+task is written down in tasks/__init__.py.
 """
 from __future__ import annotations
 
 import math
 import os
-import signal
 import sys
 import time
 
@@ -21,160 +23,231 @@ import torch
 
 
 def run(argv=None) -> int:
+    import metagreedy as mg
     import tasks
-    from metagreedy import checkpoint, config, faults
+    from metagreedy import checkpoint, config, faults, rundir
     from metagreedy.distributed import World
     from metagreedy.runlog import RunLog, warn
+    from metagreedy.signals import Interrupted, Stop
 
-    # ---- config: defaults < task defaults < --config file < flags; a resumed run keeps its own ----
-    cfg = config.resolve(argv, tasks.defaults)
-    resumed = None
-    if cfg.resume:
-        resumed = checkpoint.load(cfg.resume)
-        cfg = resumed_config(cfg, resumed, argv)
-    config.validate(cfg)
-    torch.manual_seed(cfg.seed)
     world = World()
-    device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
-    dtype = getattr(torch, cfg.dtype)
-
-    # ---- task: data, model, hyperparameters (bad data fails here, before anything is written) ----
-    task = tasks.load(cfg.task).Task(cfg, device, dtype)
-    resolved = {**config.to_dict(cfg), **task.info(), "packages": package_versions(), "world_size": world.size}
-    outer_opt = make_outer_optimizer(cfg, list(task.hparams.values()))
-    start, bad_steps, elapsed = 0, 0, 0.0
-    if resumed is not None:
-        with torch.no_grad():
-            for name, value in resumed["hparams"].items():
-                task.hparams[name].copy_(value)
-        outer_opt.load_state_dict(resumed["outer_opt"])
-        checkpoint.set_rng_state(resumed["rng"])
-        start, bad_steps, elapsed = resumed["step"], resumed["bad_steps"], resumed["elapsed"]
-        if resumed.get("task_state") is not None:
-            task.load_state(resumed["task_state"])
-
-    # ---- run directory and logs ----
-    run_dir = cfg.resume or cfg.run_dir or default_run_dir(cfg)
-    if world.main:
-        os.makedirs(run_dir, exist_ok=True)
-        if resumed is not None:
-            truncate_metrics(run_dir, start)
-        print(format_config(resolved), file=sys.stderr)
-        config_path = os.path.join(run_dir, "config.yaml")
-        write_yaml(config_path, resolved)
-    if resolved.get("dataset") == "synthetic":
-        warn("no Omniglot data found: running on the built-in synthetic alphabet (dataset: synthetic); "
-             f"put omniglot-py/ under {cfg.data_root} or run online to use the real data")
-    log = RunLog(run_dir, resolved, mode=cfg.wandb, project=cfg.wandb_project, group=run_group(cfg),
-                 name=os.path.basename(os.path.normpath(run_dir)), tags=[cfg.task, cfg.method],
-                 enabled=world.main, resume_id=(resumed or {}).get("wandb_id", ""))
-
-    def save(step):
-        if world.main:
-            checkpoint.save(run_dir, step, {"step": step, "task": cfg.task, "config": resolved,
-                                      "hparams": {k: v.detach().cpu() for k, v in task.hparams.items()},
-                                      "outer_opt": outer_opt.state_dict(), "rng": checkpoint.rng_state(),
-                                      "bad_steps": bad_steps, "elapsed": elapsed, "wandb_id": log.wandb_id,
-                                      "task_state": task.state() if hasattr(task, "state") else None})
-
-    # ---- the outer loop ----
-    status, step, started = "finished", start, time.perf_counter()
-    # Ctrl-C and SIGTERM both end in a checkpoint and a summary. SIGINT is set explicitly: a process
-    # started in the background inherits it ignored, and Python then installs no handler of its own.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, raise_interrupt)
-    bar = progress_bar(cfg, start, world.main)
-    last_eval, last_vjps = {}, None
+    stop = Stop(abort=not world.active).install()  # SIGINT / SIGTERM: see metagreedy/signals.py
+    run_dir = log = None
     try:
-        for step in range(start, cfg.outer_steps):
-            t0 = time.perf_counter()
-            faults.maybe_signal(step)
-            grads, metrics, count = task.hypergradient(step, world.members(cfg.meta_batch))
-            if faults.hit("nan", step):
-                grads = {n: g * float("nan") for n, g in grads.items()}
-            # sum over ranks: the hypergradients, the task count and the losses (so every rank takes
-            # the same decision to step or to skip)
-            names = list(task.hparams)
-            losses = [metrics.get(k, 0.0) * count for k in ("val_loss", "train_loss")]
-            total = world.sum([grads[n].to(device) for n in names]
-                              + [torch.tensor([float(count), *losses], dtype=torch.float64, device=device)])
-            grads = {n: g / total[-1][0] for n, g in zip(names, total[:-1])}
-            norm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads.values()))
-            finite = math.isfinite(norm) and bool(torch.isfinite(total[-1]).all())
-            if finite:
-                for name, p in task.hparams.items():
-                    p.grad = grads[name].to(p.dtype)
-                outer_opt.step()
-                outer_opt.zero_grad(set_to_none=True)
-                bad_steps = 0
-            else:
-                bad_steps += 1
-                warn(f"step {step}: non-finite hypergradient or loss; outer step skipped "
-                     f"({bad_steps}/{cfg.max_bad_steps} in a row)")
-            seconds = time.perf_counter() - t0
-            elapsed += seconds
-            last_vjps = metrics.get("vjps", last_vjps)
-            row = {**metrics, "hypergrad_norm": norm, "step_time": seconds, "skipped": int(not finite)}
-            if world.main and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.outer_steps):
-                last_eval = task.evaluate(step)
-                row.update(last_eval)
-            log.log(row, step)
-            bar_update(bar, row, last_eval)
-            if bad_steps >= cfg.max_bad_steps:
-                status = "diverged"
-                warn(f"stopping: {bad_steps} non-finite hypergradients in a row; the last good checkpoint in "
-                     f"{run_dir} is intact (lower --outer-lr or --inner-lr, or try --method full to compare)")
-                break
-            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.outer_steps:
-                save(step + 1)
+        # ---- settings: defaults < task defaults < --config file < flags; a resumed run keeps its own ----
+        invocation = config.parse(argv, tasks.all_defaults(), tasks.descriptions())
+        resumed = None
+        if invocation.resume:
+            rundir.check_usable(invocation.resume, new=False)
+            resumed = checkpoint.load(invocation.resume)
+            cfg = config.for_resume(resumed["config"], invocation)
+            check_resume(cfg, resumed, invocation)
+            path = invocation.resume
         else:
-            step = cfg.outer_steps
-    except KeyboardInterrupt:
-        status = "interrupted"
-        warn(f"interrupted at outer step {step}: writing a checkpoint and summary")
-    finally:
-        if bar is not None:
-            bar.close()
+            cfg = config.resolve_settings(invocation, tasks.defaults)
+            task_module = tasks.load(cfg.task)
+            path = cfg.run_dir or rundir.default_path(task_module.run_name(cfg))
+            rundir.check_usable(path, new=True)
+        cfg = cfg.replace(run_dir=path)
+        config.validate(cfg)
+        task_module = tasks.load(cfg.task)
+        task_module.check(cfg)
+        device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+                              else "cpu")
+        dtype = getattr(torch, cfg.dtype)
+        torch.manual_seed(cfg.seed)
 
-    # ---- final checkpoint, evaluation and summary ----
-    if status != "diverged":
-        save(step)
-    summary = {"status": status, "steps_done": step, "task": cfg.task, "method": cfg.method,
-               "dataset": resolved.get("dataset"), "wall_time": elapsed}
-    if status == "finished" and world.main:
-        summary.update(task.final())
-    summary["vjps_per_step"] = last_vjps
-    summary["total_time"] = time.perf_counter() - started  # this process, evaluations included
-    log.summary(summary)
-    if world.main and status != "diverged":
-        log.artifact(os.path.join(run_dir, checkpoint.LATEST), f"checkpoint-{cfg.task}-{cfg.method}")
-    log.close()
-    if resolved.get("dataset") == "synthetic":
-        warn("this run used the built-in synthetic alphabet, not Omniglot (dataset: synthetic)")
-    if world.main:
-        print(f"run directory: {run_dir}", file=sys.stderr)
-    world.close()
-    return {"finished": 0, "interrupted": 130, "diverged": 1}[status]
+        # ---- task: data, model, hyperparameters (bad data fails here, before anything is written) ----
+        with stop.abortable():
+            task = task_module.Task(cfg, device, dtype)
+        facts = {**task.info(), "device_name": device_name(device), "packages": package_versions(),
+                 "world_size": world.size}
+        outer_opt = make_outer_optimizer(cfg, list(task.hparams.values()))
+        start, bad_steps, elapsed, segments, pending = 0, 0, 0.0, [], None
+        if resumed is not None:
+            restore(task, outer_opt, resumed)
+            start, bad_steps, elapsed = resumed["step"], resumed["bad_steps"], resumed["elapsed"]
+            segments, pending = resumed["segments"], resumed.get("pending_row")
+
+        segment = {"device": facts["device_name"], "start": start, "end": start, "seconds": 0.0}
+        last_vjps, log = (resumed or {}).get("vjps_per_step"), None
+
+        def save(done, pending_row=None):
+            """Checkpoint after ``done`` outer steps (``pending_row``: that step's row, its evaluation
+            not yet run, when a stop came during it)."""
+            segment.update(end=done, seconds=elapsed - (resumed or {}).get("elapsed", 0.0))
+            if world.main:
+                checkpoint.save(path, done, {
+                    "step": done, "task": cfg.task, "config": cfg.to_dict(), "facts": facts,
+                    "hparams": {k: v.detach().cpu() for k, v in task.hparams.items()},
+                    "outer_opt": outer_opt.state_dict(), "rng": checkpoint.rng_state(), "bad_steps": bad_steps,
+                    "elapsed": elapsed, "segments": segments + [dict(segment)], "vjps_per_step": last_vjps,
+                    "wandb_id": log.wandb_id if log else (resumed or {}).get("wandb_id", ""),
+                    "task_state": task.state(), "pending_row": pending_row})
+
+        # ---- the run directory: this run's alone, locked while it lives ----
+        if world.main:
+            run_dir = rundir.RunDir(path, new=resumed is None)
+            if resumed is None:
+                save(0)  # first, so that a directory with any file of this run in it can be resumed
+            else:
+                rundir.repair_metrics(run_dir.file("metrics.jsonl"), start - (pending is not None))
+            rundir.write_yaml(run_dir.file("config.yaml"), {**cfg.to_dict(), "facts": facts})
+            print(format_config(cfg, facts), file=sys.stderr)
+        if task.notice():
+            warn(task.notice())
+        log = RunLog(path, {**cfg.to_dict(), "facts": facts}, mode=cfg.wandb, project=cfg.wandb_project,
+                     group=cfg.wandb_group or task_module.run_group(cfg), name=os.path.basename(os.path.normpath(path)),
+                     tags=[cfg.task, cfg.method], enabled=world.main,
+                     resume_id=(resumed or {}).get("wandb_id", ""))
+
+        # ---- the outer loop ----
+        status, done, saved, started = "finished", start, start, time.perf_counter()
+        bar = progress_bar(cfg, start, world.main)
+        eval_every = cfg.eval_every if "eval_every" in cfg else None
+        last_eval, final = {}, {}
+        names = list(task.hparams)
+        try:
+            if pending is not None:  # resumed from a stop during an evaluation: finish that row first
+                with stop.abortable():
+                    pending.update(task.evaluate(done - 1))
+                log.log(pending, done - 1)
+                last_eval, pending = pending, None
+            for step in range(start, cfg.outer_steps):
+                t0 = time.perf_counter()
+                with stop.abortable():  # a stop here drops this step: the checkpoint is of `done` steps
+                    faults.maybe_signal(step)
+                    faults.signal_at("hypergradient", step)
+                    grads, metrics, count = hypergradient(task, step, world.members(cfg.meta_batch)
+                                                          if "meta_batch" in cfg else [0], mg.NonFiniteLoss, warn)
+                if faults.hit("nan", step):
+                    grads = {n: g * float("nan") for n, g in grads.items()}
+                # from here to the end of the step, a stop request waits for the step to complete.
+                # Sum over ranks: the hypergradients, the task count, the losses and the stop
+                # requests, so that every rank takes the same decisions.
+                losses = [metrics.get(k, 0.0) * count for k in ("val_loss", "train_loss")]
+                total = world.sum([grads[n].to(device) for n in names]
+                                  + [torch.tensor([float(count), *losses, float(stop.requested)],
+                                                  dtype=torch.float64, device=device)])
+                grads = {n: g / total[-1][0] for n, g in zip(names, total[:-1])}
+                norm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads.values()))
+                finite = math.isfinite(norm) and bool(torch.isfinite(total[-1][:3]).all())
+                if finite:
+                    for name, p in task.hparams.items():
+                        p.grad = grads[name].to(p.dtype)
+                    outer_opt.step()
+                    outer_opt.zero_grad(set_to_none=True)
+                    bad_steps = 0
+                else:
+                    bad_steps += 1
+                    warn(f"step {step}: non-finite hypergradient or loss; outer step skipped "
+                         f"({bad_steps}/{cfg.max_bad_steps} in a row)")
+                task.commit()
+                done = step + 1
+                seconds = time.perf_counter() - t0
+                elapsed += seconds
+                last_vjps = metrics.get("vjps", last_vjps)
+                row = {**metrics, "hypergrad_norm": norm, "step_time": seconds, "skipped": int(not finite)}
+                if world.main and (done == cfg.outer_steps or (eval_every and done % eval_every == 0)):
+                    pending = row
+                    with stop.abortable():
+                        faults.signal_at("evaluate", step)
+                        last_eval = task.evaluate(step)
+                    row.update(last_eval)
+                    pending = None
+                log.log(row, step)
+                bar_update(bar, row, last_eval, task.progress)
+                if bad_steps >= cfg.max_bad_steps:
+                    status = "diverged"
+                    warn(f"stopping: {bad_steps} non-finite hypergradients in a row; the last good checkpoint "
+                         f"(outer step {saved}) in {path} is intact (lower --outer-lr or --inner-lr, or compare "
+                         "with --method full)")
+                    break
+                stopping = stop.requested if not world.active else total[-1][3].item() > 0
+                if stopping or (done % cfg.checkpoint_every == 0 and done < cfg.outer_steps):
+                    save(done)
+                    saved = done
+                if stopping:
+                    raise Interrupted(stop.signum)
+            if status == "finished":
+                if saved != done:
+                    save(done)
+                    saved = done
+                with stop.abortable():
+                    faults.signal_at("final", done)
+                    final = task.final() if world.main else {}
+        except Interrupted:
+            status = "interrupted"
+            warn(f"{stop.name() or 'stop'} at outer step {done}: writing a checkpoint and summary")
+            if saved != done or pending is not None:
+                save(done, pending)
+        finally:
+            if bar is not None:
+                bar.close()
+
+        # ---- summary ----
+        summary = {"status": status, "steps_done": done, "outer_steps": cfg.outer_steps, "task": cfg.task,
+                   "method": cfg.method, "dataset": facts.get("dataset"), "wall_time": elapsed, **final,
+                   "vjps_per_step": last_vjps, "total_time": time.perf_counter() - started}
+        log.summary(summary)
+        if world.main and status != "diverged":
+            log.artifact(run_dir.file(checkpoint.LATEST), f"checkpoint-{cfg.task}-{cfg.method}")
+        log.close()
+        log = None
+        if task.notice():
+            warn(task.notice())
+        if world.main:
+            print(f"run directory: {path}", file=sys.stderr)
+        return {"finished": 0, "interrupted": 130, "diverged": 1}[status]
+    except Interrupted:
+        print("interrupted before the first outer step" + (f"; {path} can be resumed" if run_dir else
+                                                           "; nothing was written"), file=sys.stderr)
+        return 130
+    finally:
+        stop.uninstall()
+        if log is not None:  # an error ended the run: close its files and W&B
+            log.close()
+        if run_dir is not None:
+            run_dir.close()
+        world.close()
 
 
 # ---- helpers, in the order the loop above uses them ---------------------------------------------
 
-def resumed_config(cfg, resumed, argv):
-    """A resumed run keeps its stored config; only these flags may change on resume."""
-    from metagreedy import config
-    stored = dict(resumed["config"])
-    args = config.parser().parse_args(sys.argv[1:] if argv is None else argv)
-    explicit = {k: v for k, v in vars(args).items() if v is not None and k != "config"}  # flags the user typed
-    if "task" in explicit and explicit["task"] != resumed["task"]:
-        raise config.UsageError(f"--resume: '{cfg.resume}' holds a checkpoint of task '{resumed['task']}', "
-                                f"not '{explicit['task']}'")
-    keep = {k: stored[k] for k in config.FIELDS if k in stored}
-    for name in ("outer_steps", "progress", "wandb", "device"):
-        if name in explicit:
-            keep[name] = explicit[name]
-    keep["resume"] = cfg.resume
-    return config.Config(**keep)
+def check_resume(cfg, resumed, invocation) -> None:
+    from metagreedy.config import UsageError
+    if cfg.outer_steps < resumed["step"]:
+        raise UsageError(f"--outer-steps {cfg.outer_steps} is below the {resumed['step']} outer steps this run has "
+                         "done; a run cannot be shortened (start a new one)")
+    given = invocation.explicit.get("run_dir")
+    if given and os.path.realpath(given) != os.path.realpath(invocation.resume):
+        raise UsageError("--run-dir and --resume name different directories; a resumed run stays in its own")
+
+
+def restore(task, outer_opt, resumed) -> None:
+    """alpha, the outer optimizer, the RNG and the task's own state from a checkpoint."""
+    from metagreedy import checkpoint
+    stored = resumed["hparams"]
+    if sorted(stored) != sorted(task.hparams) or any(stored[n].shape != task.hparams[n].shape for n in stored):
+        raise checkpoint.CheckpointError("--resume: the checkpoint's hyperparameters do not match this task's")
+    with torch.no_grad():
+        for name, value in stored.items():
+            task.hparams[name].copy_(value)
+    outer_opt.load_state_dict(resumed["outer_opt"])
+    checkpoint.set_rng_state(resumed["rng"])
+    task.load_state(resumed["task_state"])
+
+
+def hypergradient(task, step, members, non_finite, warn):
+    """The task's summed hypergradient; a non-finite loss becomes a NaN hypergradient, so that
+    every rank still takes part in the sum and the step is skipped by all of them."""
+    try:
+        return task.hypergradient(step, members)
+    except non_finite as e:
+        warn(f"step {step}: {e}")
+        nan = float("nan")
+        return ({n: torch.full_like(a, nan) for n, a in task.hparams.items()},
+                {"val_loss": nan, "train_loss": nan}, len(members))
 
 
 def make_outer_optimizer(cfg, hparams):
@@ -183,32 +256,8 @@ def make_outer_optimizer(cfg, hparams):
     return torch.optim.SGD(hparams, lr=cfg.outer_lr)
 
 
-def default_run_dir(cfg) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    extra = f"-{cfg.ways}way{cfg.shots}shot" if cfg.task == "omniglot" else ""
-    return os.path.join("runs", f"{cfg.task}{extra}-{cfg.method}-seed{cfg.seed}-{stamp}")
-
-
-def run_group(cfg) -> str:
-    if cfg.wandb_group:
-        return cfg.wandb_group
-    if cfg.task == "omniglot":
-        return f"omniglot/{cfg.ways}way-{cfg.shots}shot/{cfg.method}"
-    if cfg.task == "hyper_cleaning":
-        return f"hyper_cleaning/{cfg.dataset}-{cfg.noise}/{cfg.method}"
-    return f"toy/T{cfg.inner_steps}/{cfg.method}"
-
-
-def truncate_metrics(run_dir: str, step: int) -> None:
-    """Drop rows logged after the checkpoint we resume from: they will be logged again."""
-    import json
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return
-    with open(path) as fh:
-        rows = [line for line in fh if line.strip() and json.loads(line)["step"] < step]
-    with open(path, "w") as fh:
-        fh.writelines(rows)
+def device_name(device) -> str:
+    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
 
 
 def package_versions() -> dict:
@@ -222,20 +271,9 @@ def package_versions() -> dict:
     return out
 
 
-def format_config(resolved: dict) -> str:
-    return "config:\n" + "\n".join(f"  {k}: {v}" for k, v in resolved.items())
-
-
-def write_yaml(path: str, data: dict) -> None:
-    import yaml
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        yaml.safe_dump(data, fh, sort_keys=False)
-    os.replace(tmp, path)
-
-
-def raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+def format_config(cfg, facts) -> str:
+    lines = [f"  {k}: {v}" for k, v in cfg.to_dict().items()]
+    return "config:\n" + "\n".join(lines) + "\nfacts:\n" + "\n".join(f"  {k}: {v}" for k, v in facts.items())
 
 
 def progress_bar(cfg, start, main):
@@ -245,11 +283,11 @@ def progress_bar(cfg, start, main):
     return tqdm(total=cfg.outer_steps, initial=start, desc=f"{cfg.task}/{cfg.method}", dynamic_ncols=True)
 
 
-def bar_update(bar, row, last_eval):
+def bar_update(bar, row, last_eval, keys):
     if bar is None:
         return
     shown = {"loss": row.get("val_loss", float("nan"))}
-    for key in ("meta_val_acc", "val_acc", "cosine"):
+    for key in keys:
         if key in row or key in last_eval:
             shown[key] = row.get(key, last_eval.get(key))
     bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
@@ -260,11 +298,15 @@ def main(argv=None) -> int:
     from metagreedy.checkpoint import CheckpointError
     from metagreedy.config import UsageError
     from metagreedy.data import DataError
+    from metagreedy.rundir import WriteError
     try:
         return run(argv)
     except (UsageError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except WriteError as e:
+        print(f"error: {e}; the last checkpoint is intact, free the space and --resume", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

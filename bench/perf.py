@@ -33,9 +33,9 @@ METHODS = {"greedy": {"method": "greedy", "gamma": 0.9}, "greedy final": {"metho
            "variant": "final"}, "t1t2": {"method": "t1t2"}, "ift(5)": {"method": "ift", "terms": 5},
            "truncated(5)": {"method": "truncated", "k": 5}, "full": {"method": "full"}}
 
-PATHS = {"per-task higher loop": ["--higher"],  # channels-last on a CPU, the task's default
-         "per-task higher loop, NCHW": ["--higher", "--memory-format", "contiguous"],
-         "batched (vmap)": ["--batched"]}
+PATHS = {"per-task higher loop": ["--loop", "higher"],  # channels-last on a CPU, the task's default there
+         "per-task higher loop, NCHW": ["--loop", "higher", "--memory-format", "contiguous"],
+         "batched (vmap)": ["--loop", "batched"]}
 THROUGHPUT = {"greedy": ["--method", "greedy"], "greedy, step val batch 5": ["--method", "greedy", "--step-val-batch", "5"],
               "full": ["--method", "full"], "fo": ["--method", "fo"]}
 
@@ -176,7 +176,8 @@ def omniglot_throughput(device, repeats, meta_batch=16):
     out = {}
     for label, flags in PATHS.items():
         for method, options in THROUGHPUT.items():
-            cfg = config.resolve(["--task", "omniglot", "--meta-batch", str(meta_batch), *options, *flags],
+            cfg = config.resolve(["--task", "omniglot", "--queries", "15", "--meta-batch", str(meta_batch), *options,
+                                  *flags],
                                  tasks.defaults)
             task = tasks.load("omniglot").Task(cfg, device, torch.float32, tasksets=tasksets)
             seconds, _ = timed(lambda: task.hypergradient(0, list(range(meta_batch))), repeats, device)

@@ -1,4 +1,10 @@
-"""Checkpoints written atomically: a crash (even SIGKILL) while writing leaves the previous one intact."""
+"""Checkpoints that cannot run code, written so that a crash (even SIGKILL) leaves the previous one.
+
+A checkpoint holds tensors, numbers, strings, lists and dicts only, RNG states included (as
+tensors), and is read with ``torch.load(weights_only=True)``: checkpoints are shared (W&B artifacts,
+results folders) and loading one must never execute what it holds. A file that needs more is
+refused.
+"""
 from __future__ import annotations
 
 import os
@@ -9,16 +15,28 @@ import numpy as np
 import torch
 
 from . import faults
+from .config import brief, path_text
+from .rundir import WriteError
 
 LATEST = "checkpoint.pt"
+FORMAT = 2  # bumped when the layout changes; older checkpoints are refused with a clear message
+REQUIRED = {"format": int, "step": int, "task": str, "config": dict, "hparams": dict, "outer_opt": dict,
+            "rng": dict, "bad_steps": int, "elapsed": float, "segments": list, "task_state": dict}
 
 
 class CheckpointError(Exception):
-    pass
+    """A checkpoint that is missing, unreadable or not one of ours: bad input, exit status 2."""
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The global RNG states as tensors and numbers (nothing that needs unpickling to read)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},
+             "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
+                        "gauss_next": gauss_next}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -26,9 +44,12 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"].tolist()), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
@@ -38,7 +59,8 @@ def save(run_dir: str, step: int, payload: dict) -> str:
     tmp = path + ".tmp"
     try:
         with open(tmp, "wb") as fh:
-            torch.save(payload, fh)
+            torch.save({"format": FORMAT, **payload}, fh)
+            faults.signal_at("checkpoint", step)
             if faults.hit("kill_in_checkpoint", step):  # the tests' crash in mid-write
                 fh.truncate(fh.tell() // 2)
                 fh.flush()
@@ -51,16 +73,42 @@ def save(run_dir: str, step: int, payload: dict) -> str:
             os.remove(tmp)
         except OSError:
             pass
-        raise CheckpointError(f"could not write checkpoint in {run_dir}: {e.strerror or e}; "
-                              "the previous checkpoint is untouched") from None
+        raise WriteError(f"could not write the checkpoint in {path_text(run_dir)}: {e.strerror or e}; "
+                         "the previous checkpoint is untouched") from None
     return path
 
 
 def load(run_dir: str) -> dict:
+    """The checkpoint of a run directory, read without unpickling anything but plain data."""
     path = os.path.join(run_dir, LATEST)
     if not os.path.isfile(path):
-        raise CheckpointError(f"--resume: no checkpoint in '{run_dir}' (expected {LATEST})")
+        raise CheckpointError(f"no checkpoint in {path_text(run_dir)} (expected {LATEST})")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means the file is unusable
-        raise CheckpointError(f"--resume: checkpoint '{path}' cannot be read ({type(e).__name__})") from None
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means the file is unusable
+        unsafe = "GLOBAL" in str(e)  # a class or function: what unpickling would have run
+        raise CheckpointError(
+            f"checkpoint {path_text(path)} " + ("holds objects other than tensors, numbers, strings, lists and dicts; "
+                                            "refusing to load it (loading it could run code)" if unsafe else
+                                            f"cannot be read ({type(e).__name__}): truncated or not a checkpoint")
+        ) from None
+    problem = _problem(payload)
+    if problem:
+        raise CheckpointError(f"checkpoint {path_text(path)} {problem}")
+    return payload
+
+
+def _problem(payload) -> str:
+    if not isinstance(payload, dict):
+        return "is not a metagreedy checkpoint"
+    if payload.get("format") != FORMAT:
+        return (f"has format {brief(payload.get('format'))}, this version reads format {FORMAT} "
+                "(written by another version of metagreedy)")
+    for key, kind in REQUIRED.items():
+        if not isinstance(payload.get(key), kind):
+            return f"is incomplete or damaged ('{key}' is missing or not a {kind.__name__})"
+    if payload["config"].get("task") != payload["task"]:
+        return "is damaged (its task and its config disagree)"
+    if payload["step"] < 0 or not all(isinstance(v, torch.Tensor) for v in payload["hparams"].values()):
+        return "is damaged (bad step or hyperparameters)"
+    return ""

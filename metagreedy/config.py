@@ -1,208 +1,499 @@
-"""Experiment settings: every default in one place with its reason, a YAML file on top, flags last.
+"""Experiment settings, each declared once: name, default, choices, help, the tasks it applies to.
 
-Precedence: the defaults below < the task's own defaults (``tasks.<task>.DEFAULTS``) < ``--config
-FILE`` < command-line flags. Unknown keys and values of the wrong type are errors that name the key.
+Precedence: a setting's default < its task's ``DEFAULTS`` (only what differs for that task, in
+``tasks/<task>.py``) < ``--config FILE`` < command-line flags. A run holds the settings of its task
+(and the options of its method) only; a setting of another task, or an option of another method,
+is an error that names where it applies. ``python train.py --help`` is generated from this table.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import math
 import os
+import reprlib
 import sys
-from dataclasses import dataclass, fields
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 
 class UsageError(Exception):
     """Bad input from the user: reported as one line, exit status 2."""
 
 
-@dataclass
+TASKS = ("omniglot", "hyper_cleaning", "toy")
+ALL, FEWSHOT, CLEANING, WITH_DATA = TASKS, ("omniglot",), ("hyper_cleaning",), ("omniglot", "hyper_cleaning")
+METHOD_NAMES = ("greedy", "t1t2", "ift", "fo", "full", "truncated")  # metagreedy.METHODS; checked by the tests
+AUTO = "auto"
+
+def brief(value: Any, limit: int = 60) -> str:
+    """A bounded ``repr`` for error messages: never expands a huge or deeply nested value (a path
+    may be given a larger ``limit``)."""
+    short = reprlib.Repr()
+    short.maxstring, short.maxother, short.maxlevel, short.maxdict, short.maxlist = limit, limit, 2, 4, 4
+    return short.repr(value)
+
+
+def path_text(path: str) -> str:
+    return brief(path, 300)
+
+
+# ---- checks: (predicate, what it requires) ----------------------------------------------------------
+
+def at_least(low):
+    return (lambda v: v >= low), f"at least {low}"
+
+
+def in_range(low, high, high_open=False):
+    return ((lambda v: low <= v < high) if high_open else (lambda v: low <= v <= high),
+            f"in [{low}, {high}{')' if high_open else ']'}")
+
+
+POSITIVE = (lambda v: math.isfinite(v) and v > 0), "a positive finite number"
+UNIT_OPEN = (lambda v: 0 < v < 1), "in (0, 1)"
+SEED = (lambda v: 0 <= v < 2**63), "an integer in [0, 2^63)"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    tasks: tuple = ALL  # the tasks it applies to
+    choices: Optional[tuple | dict] = None  # a dict gives each task its own choices
+    check: Optional[tuple] = None  # (predicate, what it requires)
+    methods: Optional[tuple] = None  # a method option: the methods it acts on
+    resumable: bool = False  # cannot change a run's results, so --resume may change it
+    metavar: Optional[str] = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def kind(self) -> type:
+        return type(self.default)
+
+    def applies(self, task: str, method: str) -> bool:
+        return task in self.tasks and (self.methods is None or method in self.methods)
+
+    def choices_for(self, task: str):
+        return self.choices.get(task) if isinstance(self.choices, dict) else self.choices
+
+
+S = Setting
+SETTINGS = [
+    # ---- what to run ----
+    S("task", "omniglot", "the experiment: few-shot Omniglot (the main job), data hyper-cleaning, or the 2-D toy",
+      choices=TASKS),
+    S("method", "greedy", "the hypergradient estimator (README's table)", choices=METHOD_NAMES),
+    S("gamma", 0.9, "greedy's decay gamma in equation 6 (the paper picks 0.9, 0.99 or 0.999 on validation)",
+      check=in_range(0.0, 1.0), methods=("greedy",)),
+    S("variant", "eq6", "greedy: eq6 = equation 6 as written; final = grad L_val(w_T) in every term",
+      choices=("eq6", "final"), methods=("greedy",)),
+    S("terms", 2, "IFT: Neumann series terms K", check=at_least(0), methods=("ift",), metavar="K"),
+    S("k", 1, "truncated: inner steps back-propagated through (at most --inner-steps)", check=at_least(1),
+      methods=("truncated",)),
+    S("step_val_batch", 0, "greedy eq6: validation examples behind grad L_val(w_t) at the steps t < T, a fresh "
+      "mini-batch at each step (0 = all; Omniglot: a multiple of --ways)", tasks=WITH_DATA, check=at_least(0),
+      methods=("greedy",), metavar="N"),
+    # ---- the inner problem: w_t = Phi(w_{t-1}, alpha) ----
+    S("inner_steps", 5, "T, inner optimizer steps per hypergradient", check=at_least(1), metavar="T"),
+    S("inner_lr", 0.1, "inner learning rate", check=POSITIVE, metavar="LR"),
+    S("momentum", 0.9, "inner momentum (torch.optim.SGD's convention)", check=in_range(0.0, 1.0, high_open=True)),
+    S("inner_optimizer", "sgd", "inner optimizer: momentum SGD (the paper's) or Adam", choices=("sgd", "adam")),
+    # ---- the outer problem ----
+    S("outer_steps", 2000, "outer (hyperparameter) steps; --resume may raise it", check=at_least(0),
+      resumable=True, metavar="N"),
+    S("outer_lr", 1e-3, "outer learning rate", check=POSITIVE, metavar="LR"),
+    S("outer_optimizer", "adam", "outer optimizer on alpha", choices=("adam", "sgd")),
+    S("seed", 0, "seed of the run: its tasks, noisy labels and initialisation are functions of it", check=SEED),
+    S("max_bad_steps", 5, "consecutive non-finite hypergradients before the run stops", check=at_least(1)),
+    S("dtype", "float32", "floating-point precision of the whole run", choices=("float32", "float64")),
+    # ---- data and evaluation ----
+    S("dataset", AUTO, "omniglot: auto (the real data if found or downloadable, else the built-in synthetic "
+      "alphabet), omniglot or synthetic; hyper_cleaning: mnist or fashion_mnist", tasks=WITH_DATA, metavar="NAME",
+      choices={"omniglot": ("auto", "omniglot", "synthetic"), "hyper_cleaning": ("mnist", "fashion_mnist")}),
+    S("data_root", "./data", "folder of the data in torchvision's layout (downloaded there when missing and "
+      "the network allows)", tasks=WITH_DATA, resumable=True, metavar="DIR"),
+    S("eval_every", 100, "outer steps between evaluations (and at the last step)", tasks=WITH_DATA,
+      check=at_least(1), metavar="N"),
+    # ---- Omniglot ----
+    S("ways", 5, "classes per task (N-way)", tasks=FEWSHOT, check=at_least(1), metavar="N"),
+    S("shots", 1, "support examples per class (K-shot)", tasks=FEWSHOT, check=at_least(1), metavar="K"),
+    S("queries", 10, "query examples per class; the query loss is the validation loss (the paper: 10)",
+      tasks=FEWSHOT, check=at_least(1), metavar="Q"),
+    S("meta_batch", 16, "tasks per outer step; the hypergradient is their mean", tasks=FEWSHOT,
+      check=at_least(1), metavar="N"),
+    S("init", "fixed", "where the adapted layers start: one fixed random initialisation for every task, or a "
+      "meta-learned one (a hyperparameter too)", tasks=FEWSHOT, choices=("fixed", "learned")),
+    S("rotations", False, "add each class rotated by 90/180/270 degrees as three new classes", tasks=FEWSHOT),
+    S("val_fraction", 0.2, "background classes held out for meta-validation (the paper: 20%)", tasks=FEWSHOT,
+      check=UNIT_OPEN),
+    S("eval_tasks", 100, "meta-validation tasks per periodic evaluation", tasks=FEWSHOT, check=at_least(1),
+      metavar="N"),
+    S("final_eval_tasks", 600, "tasks for the final meta-validation and meta-test accuracy", tasks=FEWSHOT,
+      check=at_least(1), metavar="N"),
+    S("loop", AUTO, "how a meta-batch is computed: higher (per task, through higher's functional model and "
+      "SGD), func (per task, torch.func), batched (all tasks as one vmapped computation); auto = batched on a "
+      "GPU (5-7x the higher loop's throughput on an H100), higher on a CPU (faster there)", tasks=FEWSHOT,
+      choices=("auto", "higher", "func", "batched")),
+    S("memory_format", AUTO, "per-task loop's convolutions: channels_last or contiguous; auto = channels_last on a "
+      "CPU (measured faster there)", tasks=FEWSHOT, choices=("auto", "channels_last", "contiguous")),
+    # ---- hyper-cleaning ----
+    S("noise", 0.3, "probability that a training label is replaced by another class", tasks=CLEANING,
+      check=in_range(0.0, 1.0)),
+    S("protocol", "paper", "paper: validate and test on the test split, as the paper; heldout: validate on "
+      "--n-val clean training examples, test on the untouched test split", tasks=CLEANING,
+      choices=("paper", "heldout")),
+    S("n_train", 1000, "noisy training examples (one weight alpha_i each)", tasks=CLEANING, check=at_least(1),
+      metavar="N"),
+    S("n_val", 10000, "clean validation examples of --protocol heldout", tasks=CLEANING, check=at_least(1),
+      metavar="N"),
+    S("val_batch", 0, "validation mini-batch per hypergradient, fresh each outer step (0 = the whole set)",
+      tasks=CLEANING, check=at_least(0), metavar="N"),
+    S("hpo", True, "tune the example weights; --no-hpo keeps alpha = 0 (the 'w/o HPO' row, same training)",
+      tasks=CLEANING),
+    S("oracle", False, "train on the clean examples only (the oracle row)", tasks=CLEANING),
+    # ---- infrastructure (none of these changes a run's numbers) ----
+    S("run_dir", "", "the run's directory (default: runs/<name>-<time>); it must not hold another run",
+      resumable=True, metavar="DIR"),
+    S("checkpoint_every", 100, "outer steps between checkpoints", check=at_least(1), resumable=True, metavar="N"),
+    S("device", AUTO, "auto (a GPU when there is one), cpu or cuda", choices=("auto", "cpu", "cuda"),
+      resumable=True),
+    S("wandb", AUTO, "W&B logging: auto = online when logged in (WANDB_API_KEY or netrc) and the server answers, "
+      "else offline", choices=("auto", "online", "offline", "disabled"), resumable=True),
+    S("wandb_project", "metagreedy", "W&B project", resumable=True, metavar="NAME"),
+    S("wandb_group", "", "W&B group (default: the task's, e.g. omniglot/5way-1shot/greedy)", resumable=True,
+      metavar="NAME"),
+    S("progress", True, "show a progress bar", resumable=True),
+]
+del S
+BY_NAME = {s.name: s for s in SETTINGS}
+GROUPS = {"common to every task": ALL, "Omniglot (--task omniglot)": FEWSHOT,
+          "hyper-cleaning (--task hyper_cleaning)": CLEANING, "toy (--task toy)": ("toy",)}
+
+
+# ---- the resolved settings of one run ---------------------------------------------------------------
+
 class Config:
-    # what to run
-    task: str = "omniglot"  # the main job; also "toy" and "hyper_cleaning"
-    method: str = "greedy"  # a key of metagreedy.METHODS
-    gamma: float = 0.9  # greedy's decay; the paper's main setting
-    variant: str = "eq6"  # greedy: "eq6" (equation 6 literally) or "final"
-    terms: int = 2  # IFT: Neumann terms K
-    k: int = 1  # truncated: steps back-propagated through
-    step_val_batch: int = 0  # greedy eq6: validation examples behind grad L_val(w_t) at steps t < T; 0 = all
-    # inner problem: w_t = Phi(w_{t-1}, alpha)
-    inner_steps: int = 5  # T
-    inner_lr: float = 0.1
-    momentum: float = 0.9
-    inner_optimizer: str = "sgd"  # "sgd" (momentum SGD, the paper's) or "adam"
-    # outer problem
-    outer_steps: int = 2000
-    outer_lr: float = 1e-3
-    outer_optimizer: str = "adam"
-    meta_batch: int = 16  # tasks per outer step (few-shot); averaged hypergradient
-    # data
-    data_root: str = "./data"
-    dataset: str = "auto"
-    seed: int = 0
-    # few-shot
-    ways: int = 5
-    shots: int = 1
-    queries: int = 15  # query examples per class: the usual Omniglot protocol
-    init: str = "fixed"  # "fixed": one random init reset for every task; "learned": meta-learned too
-    rotations: bool = False  # rotations by 90/180/270 degrees as new classes
-    val_fraction: float = 0.2  # background classes held out for meta-validation (the paper's 20%)
-    eval_every: int = 100  # outer steps between meta-validation passes
-    eval_tasks: int = 100  # tasks per periodic meta-validation pass
-    final_eval_tasks: int = 600  # tasks for the final meta-validation and meta-test accuracy
-    higher: bool = True  # run the inner loop through higher's functional model and SGD
-    batched: bool = False  # all tasks of a meta-batch in one vmapped computation (for GPUs; on 2 CPU cores the loop is faster)
-    memory_format: str = "auto"  # few-shot per-task path: channels_last | contiguous; auto = channels_last on CPU (measured faster)
-    # hyper-cleaning
-    noise: float = 0.3
-    protocol: str = "paper"  # "paper": validate and test on the test split; "heldout": validate on train
-    n_train: int = 1000
-    n_val: int = 10000
-    val_batch: int = 0  # validation mini-batch for the hypergradient; 0 = the whole validation set
-    hpo: bool = True  # --no-hpo: alpha stays 0 (the "w/o HPO" row), same training
-    oracle: bool = False  # train on the clean examples only (the oracle row)
-    # infrastructure
-    run_dir: str = ""  # default: runs/<task>-<method>-<seed>-<time>
-    resume: str = ""  # a run directory to continue
-    checkpoint_every: int = 100
-    wandb: str = "auto"  # auto (online if logged in, else offline) | online | offline | disabled
-    wandb_project: str = "metagreedy"
-    wandb_group: str = ""  # default: task/method/ways
-    device: str = "auto"  # auto | cpu | cuda
-    max_bad_steps: int = 5  # consecutive non-finite hypergradients before the run stops
-    progress: bool = True
-    dtype: str = "float32"
+    """The settings of one run, read as attributes; only those that apply to its task and method."""
 
+    def __init__(self, values: Mapping[str, Any]):
+        object.__setattr__(self, "_values", dict(values))
 
-FIELDS = {f.name: f for f in fields(Config)}
-
-
-def _type_of(name: str):
-    return type(getattr(Config(), name))
-
-
-def _coerce(name: str, value: Any) -> Any:
-    """Check a value from a config file against the field's type (ints are accepted for floats)."""
-    want = _type_of(name)
-    if want is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if want is bool and not isinstance(value, bool):
-        raise UsageError(f"config key '{name}' must be true or false, got {value!r}")
-    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-        raise UsageError(f"config key '{name}' must be {want.__name__}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def load_file(path: str) -> dict:
-    try:
-        import yaml
-    except ImportError as e:  # pragma: no cover
-        raise UsageError("reading --config needs PyYAML: pip install pyyaml") from e
-    if not os.path.isfile(path):
-        raise UsageError(f"config file '{path}' does not exist")
-    try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh) or {}
-    except yaml.YAMLError as e:
-        raise UsageError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"config file '{path}' must hold a mapping of key: value")
-    out = {}
-    for key, value in data.items():
-        name = str(key).replace("-", "_")
-        if name not in FIELDS:
-            raise UsageError(f"config file '{path}': unknown key '{key}'")
-        out[name] = _coerce(name, value)
-    return out
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, no usage dump
-        raise UsageError(message)
-
-
-def _integer(name):
-    def parse(text):
+    def __getattr__(self, name: str) -> Any:
         try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"--{name.replace('_', '-')} must be an integer, got {text!r}") from None
-        return value
-    return parse
+            return self.__dict__["_values"][name]
+        except KeyError:
+            raise AttributeError(f"'{name}' is not a setting of this run (task {self._values.get('task')}, "
+                                 f"method {self._values.get('method')})") from None
 
+    def __setattr__(self, name, value):
+        raise AttributeError("a Config is read-only; use replace()")
 
-def parser() -> argparse.ArgumentParser:
-    p = _Parser(description="metagreedy: meta-training and hyperparameter optimization with greedy hypergradients",
-                allow_abbrev=False)
-    p.add_argument("--config", help="a YAML file of settings (flags override it)")
-    for f in fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        kind = _type_of(f.name)
-        if kind is bool:
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
-        elif kind is int:
-            p.add_argument(flag, dest=f.name, type=_integer(f.name), default=None)
-        else:
-            p.add_argument(flag, dest=f.name, type=kind, default=None)
-    return p
+    def __contains__(self, name: str) -> bool:
+        return name in self._values
 
+    def get(self, name: str, default: Any = None) -> Any:
+        """A setting that may not apply to this run (e.g. ``step_val_batch`` with --method full)."""
+        return self._values.get(name, default)
 
-def resolve(argv: Optional[list] = None, task_defaults=None) -> Config:
-    """Config from defaults, the task's defaults, ``--config`` and flags (in that order)."""
-    try:
-        args = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    except argparse.ArgumentTypeError as e:  # pragma: no cover - argparse reports through error()
-        raise UsageError(str(e)) from None
-    flags = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
-    from_file = load_file(args.config) if args.config else {}
-    task = flags.get("task", from_file.get("task", Config.task))
-    merged = {}
-    if task_defaults is not None:
-        merged.update(task_defaults(task))
-    merged.update(from_file)
-    merged.update(flags)
-    return Config(**merged)
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Config) and self._values == other._values
+
+    def __repr__(self) -> str:
+        return f"Config({self._values!r})"
+
+    def replace(self, **changes) -> "Config":
+        return Config({**self._values, **changes})
+
+    def to_dict(self) -> dict:
+        return dict(self._values)
 
 
 def to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
+    return cfg.to_dict()
+
+
+# ---- reading values: flags, files ---------------------------------------------------------------------
+
+def parse_bool(text) -> bool:
+    """true/false, yes/no, on/off, 1/0 in any case (the W&B agent passes True / False)."""
+    if isinstance(text, bool):
+        return text
+    value = str(text).strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"expected true or false, got {brief(text)}")
+
+
+def _from_text(setting: Setting, text: str) -> Any:
+    kind = setting.kind
+    try:
+        if kind is bool:
+            return parse_bool(text)
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:  # a UsageError passes through argparse unchanged: one line without its prefix
+        want = {bool: "true or false", int: "an integer", float: "a number"}[kind]
+        raise UsageError(f"{setting.flag} must be {want}, got {brief(text)}") from None
+    return text
+
+
+def _from_file(setting: Setting, value: Any, where: str) -> Any:
+    """Check a value from a config file against the setting's type (ints are accepted for floats)."""
+    kind = setting.kind
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is bool and not isinstance(value, bool):
+        raise UsageError(f"{where}: '{setting.name}' must be true or false, got {brief(value)}")
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise UsageError(f"{where}: '{setting.name}' must be {kind.__name__}, got {type(value).__name__} "
+                         f"{brief(value)}")
+    return value
+
+
+MAX_YAML_NODES = 10_000  # far beyond any config file; YAML aliases cannot make one expand past it
+
+
+def _count_nodes(data, budget: int) -> int:
+    """Nodes of ``data`` as a tree (aliases counted each time they are used), stopping at ``budget``."""
+    seen, stack = 0, [data]
+    while stack and seen <= budget:
+        item = stack.pop()
+        seen += 1
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return seen
+
+
+def load_file(path: str) -> dict:
+    """The settings in a YAML file: a mapping of setting name to value, checked against the table."""
+    import yaml
+
+    where = f"config file {path_text(path)}"
+    if not os.path.isfile(path):
+        raise UsageError(f"{where} does not exist")
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as e:
+        raise UsageError(f"{where} is not valid YAML: {brief(str(e).splitlines()[0])}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{where} cannot be read ({type(e).__name__})") from None
+    if data is None:
+        return {}
+    if _count_nodes(data, MAX_YAML_NODES) > MAX_YAML_NODES:
+        raise UsageError(f"{where} expands to more than {MAX_YAML_NODES} values (YAML aliases?); refusing it")
+    if not isinstance(data, dict):
+        raise UsageError(f"{where} must hold a mapping of setting: value")
+    out = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in BY_NAME:
+            raise UsageError(f"{where}: unknown setting {brief(key)}")
+        out[name] = _from_file(BY_NAME[name], value, where)
+    return out
+
+
+# ---- the command line ------------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump
+        raise UsageError(brief(message) if len(message) > 300 else message)
+
+
+class _Help(argparse.HelpFormatter):
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=32, width=110)
+
+    def _format_action_invocation(self, action):
+        if isinstance(action, _Bool):
+            return f"{action.option_strings[0]}[=BOOL], {action.option_strings[1]}"
+        return super()._format_action_invocation(action)
+
+
+def _show(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _default_text(setting: Setting, task_defaults: Mapping[str, dict]) -> str:
+    parts = [f"default: {_show(setting.default)}"] if setting.default != "" else []
+    parts += [f"{task}: {_show(d[setting.name])}" for task, d in task_defaults.items() if setting.name in d]
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _applies_text(setting: Setting) -> str:
+    where = []
+    if setting.tasks not in (ALL,) and len(setting.tasks) > 1:
+        where.append(" and ".join(setting.tasks))
+    if setting.methods:
+        where.append("--method " + "/".join(setting.methods))
+    return f" [{', '.join(where)} only]" if where else ""
+
+
+class _Bool(argparse.Action):
+    """``--flag``, ``--flag=VALUE`` (true/false in any case) and ``--no-flag``."""
+
+    def __init__(self, option_strings, dest, setting, **kwargs):
+        super().__init__(option_strings, dest, nargs="?", default=None, metavar="BOOL", **kwargs)
+        self.setting = setting
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if option_string.startswith("--no-"):
+            if value is not None:
+                raise UsageError(f"{option_string} takes no value; use {self.setting.flag}=true|false")
+            setattr(namespace, self.dest, False)
+        else:
+            try:
+                setattr(namespace, self.dest, True if value is None else parse_bool(value))
+            except ValueError:
+                raise UsageError(f"{option_string} must be true or false, got {brief(value)}") from None
+
+
+def parser(task_defaults: Optional[Mapping[str, dict]] = None, descriptions: Optional[Mapping[str, str]] = None):
+    """The command line: one flag per setting, grouped by task, each with its help, default and choices.
+    Booleans take ``--flag``, ``--no-flag`` and ``--flag=true|false``."""
+    task_defaults = task_defaults or {}
+    descriptions = descriptions or {}
+    p = _Parser(prog="train.py", formatter_class=_Help, allow_abbrev=False,
+                description="metagreedy: meta-training and hyperparameter optimization with greedy hypergradients. "
+                "Boolean settings take --flag, --no-flag or --flag=true|false. A setting of another task, or an "
+                "option of another --method, is an error.")
+    p.add_argument("--config", metavar="FILE", help="a YAML file of settings (flags override it)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint; its settings are "
+                   "kept, and only --outer-steps (upward), --device, --data-root, --run-dir (the same), "
+                   "--checkpoint-every, --wandb* and --progress may be given")
+    groups = {}
+    for title, where in GROUPS.items():
+        task = where[0] if len(where) == 1 else None
+        text = None
+        if task is not None:
+            changed = ", ".join(f"{k}={_show(v)}" for k, v in task_defaults.get(task, {}).items()) or "none"
+            text = f"{descriptions.get(task, '')} Defaults that differ from the common ones: {changed}."
+        groups[title] = p.add_argument_group(title, text)
+    for s in SETTINGS:
+        group = next((g for name, g in groups.items() if GROUPS[name] == s.tasks), groups["common to every task"])
+        choices = s.choices_for(s.tasks[0]) if not isinstance(s.choices, dict) else None
+        text = f"{s.help}{_applies_text(s)}{_default_text(s, task_defaults)}".replace("%", "%%")
+        if isinstance(s.choices, dict):
+            text += "; choices: " + "; ".join(f"{t}: {', '.join(c)}" for t, c in s.choices.items())
+        if s.kind is bool:
+            group.add_argument(s.flag, "--no-" + s.flag[2:], dest=s.name, action=_Bool, setting=s, help=text)
+        else:
+            metavar = s.metavar or ("{" + ",".join(map(str, choices)) + "}" if choices else s.kind.__name__.upper())
+            group.add_argument(s.flag, dest=s.name, default=None, metavar=metavar,
+                               type=lambda v, s=s: _from_text(s, v), help=text)
+    return p
+
+
+class Invocation(NamedTuple):
+    explicit: dict  # settings given in --config and as flags (flags win), by name
+    from_flags: dict  # the flags alone
+    resume: str  # --resume DIR, or ""
+    config_file: str
+
+
+def parse(argv: Optional[list] = None, task_defaults=None, descriptions=None) -> Invocation:
+    """Read the command line once: the settings the user gave (``--config`` file, then flags)."""
+    argv = [_dashes(a) for a in (sys.argv[1:] if argv is None else argv)]
+    try:
+        args = parser(task_defaults, descriptions).parse_args(argv)
+    except argparse.ArgumentTypeError as e:  # pragma: no cover - argparse reports through error()
+        raise UsageError(str(e)) from None
+    flags = {k: v for k, v in vars(args).items() if v is not None and k not in ("config", "resume")}
+    from_file = load_file(args.config) if args.config else {}
+    return Invocation({**from_file, **flags}, flags, args.resume or "", args.config or "")
+
+
+def _dashes(arg: str) -> str:
+    """``--step_val_batch=5`` (as W&B agents pass a sweep's parameter names) -> ``--step-val-batch=5``."""
+    if not arg.startswith("--"):
+        return arg
+    name, eq, value = arg[2:].partition("=")
+    return "--" + name.replace("_", "-") + eq + value
+
+
+def _where(name: str, inv: Invocation) -> str:
+    return BY_NAME[name].flag if name in inv.from_flags else f"'{name}' in config file {brief(inv.config_file)}"
+
+
+def resolve_settings(inv: Invocation, task_defaults: Callable[[str], dict]) -> Config:
+    """The run's settings: defaults < task defaults < file < flags, checked, only those that apply."""
+    task = inv.explicit.get("task", BY_NAME["task"].default)
+    if task not in TASKS:
+        raise UsageError(f"unknown --task {brief(task)}; choose from {', '.join(TASKS)}")
+    defaults = task_defaults(task) if task_defaults is not None else {}
+    method = inv.explicit.get("method", defaults.get("method", BY_NAME["method"].default))
+    if method not in METHOD_NAMES:
+        raise UsageError(f"unknown --method {brief(method)}; choose from {', '.join(METHOD_NAMES)}")
+    for name in inv.explicit:
+        s = BY_NAME[name]
+        if task not in s.tasks:
+            raise UsageError(f"{_where(name, inv)} applies to --task {' and '.join(s.tasks)}, not {task}")
+        if s.methods is not None and method not in s.methods:
+            raise UsageError(f"{_where(name, inv)} applies to --method {' and '.join(s.methods)}, not {method}")
+    values = {s.name: s.default for s in SETTINGS if s.applies(task, method)}
+    values.update({k: v for k, v in defaults.items() if k in values})
+    values.update(inv.explicit)
+    for name, value in values.items():
+        check_value(BY_NAME[name], value, task)
+    return Config(values)
+
+
+def check_value(s: Setting, value: Any, task: str) -> None:
+    choices = s.choices_for(task)
+    if choices is not None and value not in choices:
+        raise UsageError(f"unknown {s.flag} {brief(value)}" + (f" for {task}" if isinstance(s.choices, dict) else "")
+                         + f"; choose from {', '.join(map(str, choices))}")
+    if s.check is not None:
+        ok, requirement = s.check
+        if not ok(value):
+            raise UsageError(f"{s.flag} must be {requirement}, got {brief(value)}")
+
+
+def resolve(argv: Optional[list] = None, task_defaults=None) -> Config:
+    """Settings for a new run from the command line (``--resume`` is train.py's business)."""
+    return resolve_settings(parse(argv), task_defaults)
 
 
 def validate(cfg: Config) -> None:
-    """Checks that hold for every task; each task checks its own data-dependent limits."""
-    from .estimators import METHODS
+    """Checks between settings that hold for every task; each task checks its own (tasks.<task>.check)."""
+    if cfg.method == "truncated" and cfg.k > cfg.inner_steps:
+        raise UsageError(f"--k must be in [1, --inner-steps = {cfg.inner_steps}], got {cfg.k}")
+    if cfg.get("step_val_batch") and cfg.variant != "eq6":
+        raise UsageError("--step-val-batch applies to --method greedy --variant eq6 only")
+    if cfg.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA GPU is available here (torch.cuda.is_available() is False); "
+                             "use --device cpu or auto")
 
-    def need(ok, message):
-        if not ok:
-            raise UsageError(message)
 
-    need(cfg.method in METHODS, f"unknown --method '{cfg.method}'; choose from {', '.join(sorted(METHODS))}")
-    need(0.0 <= cfg.gamma <= 1.0, f"--gamma must be in [0, 1], got {cfg.gamma}")
-    need(cfg.variant in ("eq6", "final"), f"--variant must be eq6 or final, got '{cfg.variant}'")
-    need(cfg.outer_steps >= 0, f"--outer-steps must be >= 0, got {cfg.outer_steps}")
-    for name in ("inner_steps", "meta_batch", "ways", "shots", "queries", "eval_every",
-                 "eval_tasks", "final_eval_tasks", "checkpoint_every", "n_train", "max_bad_steps"):
-        value = getattr(cfg, name)
-        need(value >= 1, f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    need(cfg.terms >= 0, f"--terms must be >= 0, got {cfg.terms}")
-    need(cfg.method != "truncated" or 1 <= cfg.k <= cfg.inner_steps,
-         f"--k must be in [1, inner steps = {cfg.inner_steps}], got {cfg.k}")
-    need(cfg.step_val_batch >= 0, f"--step-val-batch must be >= 0 (0 = all), got {cfg.step_val_batch}")
-    need(not cfg.step_val_batch or (cfg.method == "greedy" and cfg.variant == "eq6"),
-         "--step-val-batch applies to --method greedy --variant eq6 only")
-    need(cfg.val_batch >= 0, f"--val-batch must be >= 0 (0 = whole validation set), got {cfg.val_batch}")
-    need(cfg.inner_lr > 0 and cfg.outer_lr > 0, "--inner-lr and --outer-lr must be positive")
-    need(0.0 <= cfg.momentum < 1.0, f"--momentum must be in [0, 1), got {cfg.momentum}")
-    need(cfg.inner_optimizer in ("sgd", "adam"), f"--inner-optimizer must be sgd or adam, got '{cfg.inner_optimizer}'")
-    need(cfg.outer_optimizer in ("sgd", "adam"), f"--outer-optimizer must be sgd or adam, got '{cfg.outer_optimizer}'")
-    need(cfg.memory_format in ("auto", "channels_last", "contiguous"),
-         f"--memory-format must be auto, channels_last or contiguous, got '{cfg.memory_format}'")
-    need(cfg.init in ("fixed", "learned"), f"--init must be fixed or learned, got '{cfg.init}'")
-    need(cfg.wandb in ("auto", "online", "offline", "disabled"),
-         f"--wandb must be auto, online, offline or disabled, got '{cfg.wandb}'")
-    need(cfg.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got '{cfg.device}'")
-    need(cfg.dtype in ("float32", "float64"), f"--dtype must be float32 or float64, got '{cfg.dtype}'")
-    need(0.0 < cfg.val_fraction < 1.0, f"--val-fraction must be in (0, 1), got {cfg.val_fraction}")
-    need(0.0 <= cfg.noise <= 1.0, f"--noise must be in [0, 1], got {cfg.noise}")
-    need(cfg.protocol in ("paper", "heldout"), f"--protocol must be paper or heldout, got '{cfg.protocol}'")
+def for_resume(stored: Mapping[str, Any], inv: Invocation) -> Config:
+    """A resumed run's settings: the checkpoint's, with only the settings that cannot change its
+    results taken from the command line; anything else that differs is refused, listed."""
+    cfg = Config(stored)
+    differ = []
+    for name, value in inv.explicit.items():
+        s = BY_NAME[name]
+        if name not in stored:
+            differ.append(f"{_where(name, inv)} (not a setting of this {stored.get('task')} / "
+                          f"{stored.get('method')} run)")
+        elif s.resumable:
+            check_value(s, value, stored["task"])
+        elif value != stored[name]:
+            differ.append(f"{_where(name, inv)} {brief(value)} (the run has {brief(stored[name])})")
+    if differ:
+        allowed = ", ".join(s.flag for s in SETTINGS if s.resumable)
+        raise UsageError("--resume keeps the run's settings; these differ: " + "; ".join(differ[:6])
+                         + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
+                         + f". Only {allowed} may change on resume")
+    return cfg.replace(**{k: v for k, v in inv.explicit.items() if BY_NAME[k].resumable})

@@ -1,7 +1,10 @@
 """Fault injection for the reliability tests: ``METAGREEDY_FAULT="nan@3,kill@5"`` makes outer step 3
 produce a NaN hypergradient and kills the process (SIGKILL) at step 5. Kinds: ``nan`` (from that
-step on with ``nan+``), ``kill``, ``interrupt`` (SIGINT, as Ctrl-C), ``kill_in_checkpoint`` (SIGKILL
-halfway through writing the checkpoint of that step). Unset, nothing happens."""
+step on with ``nan+``), ``kill``, ``interrupt`` (SIGINT, as Ctrl-C, at the start of the step),
+``kill_in_checkpoint`` (SIGKILL halfway through writing the checkpoint of that step), and
+``sigterm:MOMENT`` / ``sigint:MOMENT`` (that signal while the run is at MOMENT of that step:
+``hypergradient``, ``evaluate``, ``final`` (the final evaluation; its step is the last one) or
+``checkpoint`` (while writing the checkpoint of that step)). Unset, nothing happens."""
 from __future__ import annotations
 
 import os
@@ -26,3 +29,9 @@ def maybe_signal(step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if hit("interrupt", step):
         os.kill(os.getpid(), signal.SIGINT)
+
+
+def signal_at(moment: str, step: int) -> None:
+    for name in ("sigterm", "sigint"):
+        if hit(f"{name}:{moment}", step):
+            os.kill(os.getpid(), getattr(signal, name.upper()))

@@ -1,7 +1,8 @@
 """Networks of the experiments."""
 from __future__ import annotations
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 
 def conv_block(c_in: int, c_out: int, pool: bool) -> list[nn.Module]:
@@ -55,3 +56,14 @@ class CleaningConvNet(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x).flatten(1))
+
+
+def linear_init(in_features: int, out_features: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``(weight, bias)`` of a fresh ``nn.Linear(in_features, out_features)`` (its default
+    initialisation: both uniform in +-1/sqrt(in_features)), drawn from a generator keyed by
+    (seed, out_features, in_features) instead of the global one."""
+    from .rng import keyed_generator
+    gen, bound = keyed_generator(seed, out_features, in_features), in_features ** -0.5
+    weight = (torch.rand(out_features, in_features, generator=gen) * 2 - 1) * bound
+    bias = (torch.rand(out_features, generator=gen) * 2 - 1) * bound
+    return weight, bias

@@ -6,8 +6,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import sys
 from typing import Any
+from urllib.parse import urlparse
+
+from .rundir import WriteError, write_json
+
+PROBE_SECONDS = 5.0  # how long to wait for the W&B server before logging offline instead
 
 
 def _wandb_mode(requested: str) -> str:
@@ -26,6 +32,18 @@ def _wandb_mode(requested: str) -> str:
     except OSError:
         pass
     return "offline"
+
+
+def _server_unreachable(timeout: float = PROBE_SECONDS) -> str:
+    """Why the W&B server cannot be reached ('' when it answers): a TCP connection to its host,
+    so that a machine without network falls back to offline in seconds, not after minutes."""
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    host, port = url.hostname or "api.wandb.ai", url.port or (443 if url.scheme != "http" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return ""
+    except OSError as e:
+        return f"{host}:{port} {type(e).__name__}"
 
 
 def _clean(value: Any) -> Any:
@@ -49,8 +67,16 @@ class RunLog:
         self.wandb_id = resume_id
         if not enabled:
             return
-        os.makedirs(run_dir, exist_ok=True)
-        self._metrics = open(os.path.join(run_dir, "metrics.jsonl"), "a")
+        self._metrics_path = os.path.join(run_dir, "metrics.jsonl")
+        try:
+            self._metrics = open(self._metrics_path, "a")
+        except OSError as e:
+            raise WriteError(f"could not open {self._metrics_path}: {e.strerror or e}") from None
+        if self.mode == "online":
+            why = _server_unreachable()
+            if why:
+                warn(f"W&B server unreachable ({why}): logging offline instead (upload later with wandb sync)")
+                self.mode = "offline"
         if self.mode != "disabled":
             self._start_wandb(config, project, group, name, tags)
 
@@ -61,7 +87,7 @@ class RunLog:
             warn("wandb is not installed; logging to metrics.jsonl only (pip install wandb)")
             return
         try:
-            settings = wandb.Settings(silent=True, console="off")
+            settings = wandb.Settings(silent=True, console="off", init_timeout=15)
             self.wandb = wandb.init(project=project, group=group or None, name=name or None, tags=list(tags),
                                     config=config, dir=self.run_dir, mode=self.mode, id=self.wandb_id or None,
                                     resume="allow" if self.wandb_id else None, settings=settings)
@@ -78,8 +104,11 @@ class RunLog:
         if not self.enabled:
             return
         row = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
-        self._metrics.write(json.dumps(row) + "\n")
-        self._metrics.flush()
+        try:
+            self._metrics.write(json.dumps(row) + "\n")
+            self._metrics.flush()
+        except OSError as e:
+            raise WriteError(f"could not write {self._metrics_path}: {e.strerror or e}") from None
         if self.wandb is not None:
             try:
                 self.wandb.log(metrics, step=step)
@@ -110,7 +139,10 @@ class RunLog:
     def close(self) -> None:
         if not self.enabled:
             return
-        self._metrics.close()
+        try:
+            self._metrics.close()
+        except OSError:
+            pass  # a failed write was reported when it happened
         if self.wandb is not None:
             try:
                 self.wandb.finish()
@@ -119,13 +151,3 @@ class RunLog:
             if self.mode == "offline":
                 print(f"W&B ran offline; upload with: wandb sync {os.path.join(self.run_dir, 'wandb')}/offline-run-*",
                       file=sys.stderr)
-
-
-def write_json(path: str, data: dict) -> None:
-    """Write atomically: a reader never sees half a file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

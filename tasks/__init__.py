@@ -1,24 +1,76 @@
-"""Experiment definitions. Each task module has ``DEFAULTS`` (its settings over the global defaults)
-and a ``Task`` class with the protocol ``train.py`` drives:
+"""Experiment definitions, and the protocol ``train.py`` drives (it knows nothing else of a task).
 
-- ``hparams``: dict name -> tensor, the alpha the outer optimizer updates;
-- ``hypergradient(step, members)`` -> ``(grads, metrics, count)``: the summed hypergradient over the
-  meta-batch positions ``members`` at outer step ``step`` (single-problem tasks ignore ``members``);
-- ``evaluate(step)`` -> metrics, and ``final()`` -> summary metrics;
-- ``info()`` -> facts for the resolved config (the dataset actually used, ...).
+A task module (``tasks/<name>.py``) defines:
+
+- ``DESCRIPTION``: one line for ``train.py --help``.
+- ``DEFAULTS``: the settings whose default differs for this task, and only those (every setting,
+  with its common default, is declared once in ``metagreedy/config.py``).
+- ``check(cfg)``: the checks of its settings that need no data (raise ``UsageError``); run before
+  anything is built or written, so bad input is refused at once.
+- ``run_name(cfg)`` and ``run_group(cfg)``: the default run directory name and the W&B group.
+- ``Task(cfg, device, dtype)``: builds the data, the model and the hyperparameters, following
+  :class:`Task` below.
+
 Every random choice is a function of ``(seed, step, index)``, so a resumed run repeats exactly.
 """
-import importlib
+from __future__ import annotations
 
-TASKS = ("omniglot", "hyper_cleaning", "toy")
+import importlib
+from typing import Optional, Protocol
+
+from torch import Tensor
+
+from metagreedy.config import TASKS, UsageError
+
+
+class Task(Protocol):
+    hparams: dict[str, Tensor]  # alpha: what the outer optimizer updates, by name
+    progress: tuple[str, ...]  # metric keys the progress bar shows besides the loss
+
+    def info(self) -> dict:
+        """Facts about the run for its config record: the dataset actually used, image size, ..."""
+
+    def notice(self) -> Optional[str]:
+        """A line said at the start and at the end of the run (e.g. synthetic data), or None."""
+
+    def hypergradient(self, step: int, members: list[int]) -> tuple[dict, dict, int]:
+        """``(grads, metrics, count)`` at outer step ``step``: the hypergradients summed over the
+        meta-batch positions ``members`` (a single-problem task ignores them), metrics of the step
+        (``val_loss``, ``train_loss``, ``vjps``, ...) and how many problems were summed. It must not
+        change the task: a stop signal may throw the result away. May raise
+        ``metagreedy.NonFiniteLoss`` (the step is then skipped)."""
+
+    def commit(self) -> None:
+        """The outer step of the last hypergradient was taken (or skipped): keep what the task
+        carries from one outer step to the next (hyper-cleaning's w_T, the next step's w_0)."""
+
+    def evaluate(self, step: int) -> dict:
+        """Periodic evaluation metrics (meta-validation accuracy, ...); deterministic."""
+
+    def final(self) -> dict:
+        """The summary metrics at the end of the run; deterministic."""
+
+    def state(self) -> dict:
+        """What a checkpoint must hold besides alpha to continue or reuse the run: tensors,
+        numbers, strings, lists and dicts only."""
+
+    def load_state(self, state: dict) -> None:
+        """Restore :meth:`state`."""
 
 
 def load(name: str):
     if name not in TASKS:
-        from metagreedy.config import UsageError
         raise UsageError(f"unknown --task '{name}'; choose from {', '.join(TASKS)}")
     return importlib.import_module(f"tasks.{name}")
 
 
 def defaults(name: str) -> dict:
     return dict(load(name).DEFAULTS)
+
+
+def all_defaults() -> dict:
+    return {name: defaults(name) for name in TASKS}
+
+
+def descriptions() -> dict:
+    return {name: load(name).DESCRIPTION for name in TASKS}

@@ -5,6 +5,30 @@ import metagreedy as mg
 from metagreedy.rng import keyed_generator  # noqa: F401  (re-exported for the tasks)
 
 
+class TaskBase:
+    """The parts of the task protocol (``tasks.Task``) that most tasks leave as they are."""
+
+    progress: tuple[str, ...] = ()
+
+    def info(self) -> dict:
+        return {}
+
+    def notice(self):
+        return None
+
+    def commit(self) -> None:
+        pass
+
+    def evaluate(self, step: int) -> dict:
+        return {}
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+
 def method_options(cfg) -> dict:
     """The options of ``cfg.method`` taken from the config (gamma, variant, terms, k); a task adds
     ``step_val_loss`` itself (it knows its validation data)."""
@@ -19,4 +43,4 @@ def options_for(cfg, method: str, step_val_loss) -> dict:
     if method != cfg.method:
         return {}
     options = method_options(cfg)
-    return {**options, "step_val_loss": step_val_loss} if cfg.step_val_batch else options
+    return {**options, "step_val_loss": step_val_loss} if cfg.get("step_val_batch") else options

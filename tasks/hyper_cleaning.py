@@ -21,29 +21,51 @@ import torch.nn.functional as F
 import metagreedy as mg
 from metagreedy import nn as mgnn
 from metagreedy.config import UsageError
-from metagreedy.data.cleaning import DATASETS, make_cleaning_data
+from metagreedy.data.cleaning import SPLIT_SIZES, make_cleaning_data
 from metagreedy.models import CleaningConvNet
 
-from .common import keyed_generator, options_for
+from .common import TaskBase, keyed_generator, options_for
 
+DESCRIPTION = "data hyper-cleaning on MNIST / Fashion-MNIST (table 2): per-example weights sigmoid(alpha_i)."
 DEFAULTS = dict(
     dataset="mnist",
     inner_steps=10,
-    inner_lr=0.1,
-    momentum=0.9,
     outer_steps=200,
     outer_lr=0.1,
-    outer_optimizer="adam",
     terms=5,  # IFT(5), the paper's baseline
     eval_every=20,
     checkpoint_every=50,
 )
 
 
-class Task:
+def check(cfg) -> None:
+    """What can be refused before the data is read (the split sizes are fixed for both datasets)."""
+    n_split = SPLIT_SIZES["train"]
+    if cfg.protocol == "heldout" and cfg.n_train + cfg.n_val > n_split:
+        raise UsageError(f"--n-train + --n-val = {cfg.n_train + cfg.n_val} is more than the {n_split} examples of "
+                         f"the {cfg.dataset} training split (--protocol heldout takes both from it)")
+    if cfg.n_train > n_split:
+        raise UsageError(f"--n-train {cfg.n_train} is more than the {n_split} examples of the {cfg.dataset} "
+                         "training split")
+    n_val = SPLIT_SIZES["test"] if cfg.protocol == "paper" else cfg.n_val
+    n_val = min(cfg.val_batch or n_val, n_val)
+    if cfg.get("step_val_batch", 0) > n_val:
+        raise UsageError(f"--step-val-batch must be at most the {n_val} validation examples of a "
+                         f"hypergradient, got {cfg.step_val_batch}")
+
+
+def run_name(cfg) -> str:
+    return f"hyper_cleaning-{cfg.dataset}-{cfg.noise}-{cfg.method}-seed{cfg.seed}"
+
+
+def run_group(cfg) -> str:
+    return f"hyper_cleaning/{cfg.dataset}-{cfg.noise}/{cfg.method}"
+
+
+class Task(TaskBase):
+    progress = ("val_acc",)
+
     def __init__(self, cfg, device, dtype):
-        if cfg.dataset not in DATASETS:
-            raise UsageError(f"unknown --dataset '{cfg.dataset}' for hyper_cleaning; choose mnist or fashion_mnist")
         self.cfg, self.device, self.dtype = cfg, device, dtype
         data = make_cleaning_data(cfg.dataset, cfg.data_root, noise=cfg.noise, seed=cfg.seed, n_train=cfg.n_train,
                                   protocol=cfg.protocol, n_val=cfg.n_val)
@@ -52,17 +74,14 @@ class Task:
         torch.manual_seed(cfg.seed)
         self.model = CleaningConvNet().to(device, dtype)
         self.w = {n: p.detach().clone() for n, p in self.model.named_parameters()}  # w_0 of the next outer step
+        self._next_w = self.w
         self.hparams = {"alpha": torch.zeros(cfg.n_train, device=device, dtype=dtype, requires_grad=True)}
-        n_val = min(cfg.val_batch or len(self.data.y_val), len(self.data.y_val))
-        if cfg.step_val_batch > n_val:
-            raise UsageError(f"--step-val-batch must be at most the {n_val} validation examples of a "
-                             f"hypergradient, got {cfg.step_val_batch}")
 
     def state(self) -> dict:
         return {"w": {k: v.detach().cpu() for k, v in self.w.items()}}
 
     def load_state(self, state: dict) -> None:
-        self.w = {k: v.to(self.device, self.dtype) for k, v in state["w"].items()}
+        self.w = self._next_w = {k: v.to(self.device, self.dtype) for k, v in state["w"].items()}
 
     def info(self) -> dict:
         return {"dataset": self.cfg.dataset, "realised_noise": self.data.corrupted.double().mean().item()}
@@ -98,9 +117,12 @@ class Task:
     def hypergradient(self, step, members):
         hpo = self.cfg.hpo and not self.cfg.oracle
         res = self._estimate(step, self.cfg.method if hpo else "fo")
-        self.w = res.params
+        self._next_w = res.params
         grad = res.grad if hpo else {"alpha": torch.zeros_like(self.hparams["alpha"])}
         return grad, {"val_loss": res.val_loss, "train_loss": res.train_loss, "vjps": res.vjps if hpo else 0}, 1
+
+    def commit(self) -> None:
+        self.w = self._next_w  # training goes on from w_T
 
     def _accuracy(self, w, x, y, batch=5000):
         with torch.no_grad():

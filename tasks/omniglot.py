@@ -17,35 +17,43 @@ import metagreedy as mg
 from metagreedy import nn as mgnn
 from metagreedy.config import UsageError
 from metagreedy.data import DataError
-from metagreedy.data.fewshot import get_tasksets
+from metagreedy.data.fewshot import DRAWINGS, IMAGE_SIZE, load_alphabets, make_tasksets, split_sizes
 from metagreedy.data.omniglot import available, download
 from metagreedy.higher_loop import higher_forward, higher_sgd
-from metagreedy.models import WarpConvNet
+from metagreedy.models import WarpConvNet, linear_init
 from metagreedy.stats import mean_ci95
 
-from .common import options_for
+from .common import TaskBase, options_for
 
-DEFAULTS = dict(
-    inner_steps=5,
-    inner_lr=0.1,
-    momentum=0.9,
-    outer_steps=2000,
-    outer_lr=1e-3,
-    outer_optimizer="adam",
-    meta_batch=16,  # tasks per outer step: a common Omniglot choice, and what the throughput target uses
-    terms=2,  # IFT(2), the paper's baseline
-    dataset="auto",
-    eval_every=100,
-    eval_tasks=100,
-    final_eval_tasks=600,
-    checkpoint_every=100,
-)
+DESCRIPTION = "few-shot Omniglot (table 3): warp layers 2/4/6 of a 6-layer conv net are the hyperparameters."
+DEFAULTS = dict()  # the common defaults are this task's: it is the main job
+QUERY_MODES = ("transductive", "inductive")
+
+
+def check(cfg) -> None:
+    """What can be refused before any image is read or drawn."""
+    if cfg.shots + cfg.queries > DRAWINGS:
+        raise UsageError(f"--shots + --queries = {cfg.shots + cfg.queries} is more than the {DRAWINGS} drawings a "
+                         "class has")
+    for split, classes in split_sizes(cfg.val_fraction, cfg.rotations).items():
+        if cfg.ways > classes:
+            raise UsageError(f"{cfg.ways}-way tasks need {cfg.ways} classes, but the {split} split has {classes}")
+    n_queries, batch = cfg.ways * cfg.queries, cfg.get("step_val_batch", 0)
+    if batch and (batch % cfg.ways or batch > n_queries):
+        raise UsageError(f"--step-val-batch must be a multiple of --ways = {cfg.ways} and at most the "
+                         f"{n_queries} queries of a task, got {batch}")
+
+
+def run_name(cfg) -> str:
+    return f"omniglot-{cfg.ways}way{cfg.shots}shot-{cfg.method}-seed{cfg.seed}"
+
+
+def run_group(cfg) -> str:
+    return f"omniglot/{cfg.ways}way-{cfg.shots}shot/{cfg.method}"
 
 
 def choose_dataset(cfg) -> str:
     """``omniglot`` or ``synthetic`` for ``--dataset auto|omniglot|synthetic``."""
-    if cfg.dataset not in ("auto", "omniglot", "synthetic"):
-        raise UsageError(f"unknown --dataset '{cfg.dataset}' for omniglot; choose auto, omniglot or synthetic")
     if cfg.dataset == "synthetic" or available(cfg.data_root):
         return "synthetic" if cfg.dataset == "synthetic" else "omniglot"
     try:
@@ -57,39 +65,71 @@ def choose_dataset(cfg) -> str:
         return "synthetic"
 
 
-class Task:
+def choose_loop(cfg, device) -> str:
+    """The inner-loop path for ``--loop auto``: the vmapped meta-batch on a GPU (5-7x the per-task
+    higher loop's tasks/s on an H100 with the same hypergradients, ../docs/PERFORMANCE.md), the
+    per-task higher loop on a CPU (faster there)."""
+    if cfg.loop != "auto":
+        return cfg.loop
+    return "batched" if device.type == "cuda" else "higher"
+
+
+class Task(TaskBase):
+    progress = ("meta_val_acc",)
+
     def __init__(self, cfg, device, dtype, tasksets=None):
         self.cfg, self.device, self.dtype = cfg, device, dtype
+        self.alphabets, self.diverged = None, 0
         if tasksets is None:
             self.dataset = choose_dataset(cfg)
-            try:
-                tasksets = get_tasksets(self.dataset, cfg.ways, cfg.shots, cfg.queries, root=cfg.data_root,
-                                        seed=cfg.seed, val_fraction=cfg.val_fraction, rotations=cfg.rotations)
-            except ValueError as e:  # too many ways, too many shots + queries
-                raise UsageError(str(e)) from None
+            self.alphabets = load_alphabets(self.dataset, cfg.data_root)
+            tasksets = self._tasksets(cfg.ways, cfg.shots, cfg.queries)
         else:
             self.dataset = "custom"
         self.train_tasks, self.val_tasks, self.test_tasks = tasksets
-        torch.manual_seed(cfg.seed)  # the fixed random initialisation: one per seed
+        self.loop = choose_loop(cfg, device)
         # NHWC convolutions: the per-task loop is about 1.3x faster on CPU (docs/PERFORMANCE.md); same numbers
         self.format = torch.channels_last if cfg.memory_format == "channels_last" or (
-            cfg.memory_format == "auto" and device.type == "cpu" and not cfg.batched) else torch.contiguous_format
+            cfg.memory_format == "auto" and device.type == "cpu" and self.loop != "batched") \
+            else torch.contiguous_format
+        torch.manual_seed(cfg.seed)  # the fixed random initialisation: one per seed (stored in checkpoints)
         self.model = WarpConvNet(cfg.ways).to(device=device, dtype=dtype, memory_format=self.format)
         self.w0, warp = mgnn.split(self.model, WarpConvNet.WARP)
         self.hparams = dict(warp)
         if cfg.init == "learned":  # w = init + delta, delta_0 = 0: same dynamics, init is a hyperparameter
             self.hparams.update({f"init.{n}": w.clone().requires_grad_() for n, w in self.w0.items()})
         # the batched path runs the network under vmap, which needs torch.func's functional_call
-        self.forward = higher_forward(self.model) if cfg.higher and not cfg.batched else mgnn.module_forward(self.model)
-        self.optimizer = higher_sgd(cfg.inner_lr, cfg.momentum) if cfg.higher and cfg.inner_optimizer == "sgd" \
-            else cfg.inner_optimizer
-        n_queries = cfg.ways * cfg.queries
-        if cfg.step_val_batch and (cfg.step_val_batch % cfg.ways or cfg.step_val_batch > n_queries):
-            raise UsageError(f"--step-val-batch must be a multiple of --ways = {cfg.ways} and at most the "
-                             f"{n_queries} queries of a task, got {cfg.step_val_batch}")
+        self.forward = higher_forward(self.model) if self.loop == "higher" else mgnn.module_forward(self.model)
+        self.optimizer = higher_sgd(cfg.inner_lr, cfg.momentum) if self.loop == "higher" and \
+            cfg.inner_optimizer == "sgd" else cfg.inner_optimizer
+
+    def _tasksets(self, ways, shots, queries):
+        if self.alphabets is None:
+            raise ValueError("this task was built on given task sets: it cannot make tasks of other sizes")
+        try:
+            return make_tasksets(*self.alphabets, ways, shots, queries, seed=self.cfg.seed,
+                                 val_fraction=self.cfg.val_fraction, rotations=self.cfg.rotations)
+        except ValueError as e:  # too many ways, too many shots + queries
+            raise UsageError(str(e)) from None
 
     def info(self) -> dict:
-        return {"dataset": self.dataset, "adapted": list(self.w0), "hyper": list(self.hparams)}
+        return {"dataset": self.dataset, "image_size": IMAGE_SIZE, "loop": self.loop,
+                "memory_format": "channels_last" if self.format is torch.channels_last else "contiguous",
+                "adapted": list(self.w0), "hyper": list(self.hparams)}
+
+    def notice(self):
+        if self.dataset == "synthetic":
+            return ("no Omniglot data was used: this run is on the built-in synthetic alphabet (dataset: synthetic); "
+                    f"put omniglot-py/ under {self.cfg.data_root} or run online to use the real data")
+        return None
+
+    def state(self) -> dict:
+        """The fixed initialisation of the adapted layers: reuse needs no re-drawn random numbers."""
+        return {"w0": {n: w.detach().cpu() for n, w in self.w0.items()}}
+
+    def load_state(self, state: dict) -> None:
+        self.w0 = {n: w.to(self.device, self.dtype, memory_format=self.format) if w.dim() == 4 else
+                   w.to(self.device, self.dtype) for n, w in state["w0"].items()}
 
     # ---- one task ----
     def _forward(self, w, alpha, x):
@@ -165,7 +205,7 @@ class Task:
         return res, acc, n_tasks
 
     def hypergradient(self, step, members):
-        if self.cfg.batched and members:
+        if self.loop == "batched" and members:
             episodes = [self.train_tasks[step * self.cfg.meta_batch + j] for j in members]
             res, acc, n = self.batched_estimate(episodes)
             return ({k: g * n for k, g in res.grad.items()},
@@ -186,27 +226,97 @@ class Task:
                    "train_query_acc": sum(accs) / n, "vjps": vjps}
         return grads, metrics, len(members)
 
-    def accuracy(self, tasks, count: int) -> list[float]:
-        """Query accuracy after adaptation (no hypergradient) on tasks 0..count-1 of a split."""
+    # ---- adapting to a task and classifying its queries (evaluation, and reuse of a trained run) ----
+    def start_weights(self, ways: int) -> dict:
+        """Where adaptation starts for a task of ``ways`` classes, as absolute weights: the fixed (or,
+        with ``--init learned``, the learned) initialisation of the adapted layers. The head has one
+        row per class, so for another number of ways than the run's it is drawn as ``nn.Linear``
+        initialises it, from a generator keyed by (seed, ways): the same run and ways give the same
+        predictions everywhere. SGD on w = init + delta from delta = 0 takes the same steps as SGD on w
+        from init, so evaluation adapts the absolute weights."""
+        if self.cfg.init == "learned":
+            w = {n: self.hparams[f"init.{n}"].detach() for n in self.w0}
+        else:
+            w = dict(self.w0)
+        if ways != self.cfg.ways:
+            weight, bias = linear_init(w["head.weight"].shape[1], ways, self.cfg.seed)
+            w["head.weight"], w["head.bias"] = (t.to(self.device, self.dtype) for t in (weight, bias))
+        return w
+
+    def warp(self) -> dict:
+        return {n: a.detach() for n, a in self.hparams.items() if not n.startswith("init.")}
+
+    def adapt(self, support_x, support_y, ways: int) -> dict:
+        """w_T: T inner steps on the support set, as training adapts (no hypergradient)."""
+        warp = self.warp()
+        train_loss = lambda w, a: F.cross_entropy(self.forward(w, a, support_x), support_y)  # noqa: E731
+        return mg.inner_loop(train_loss, self.start_weights(ways), warp, steps=self.cfg.inner_steps,
+                             lr=self.cfg.inner_lr, momentum=self.cfg.momentum, optimizer=self.optimizer)
+
+    def predict(self, support_x, support_y, query_x, query_mode: str = "transductive"):
+        """Labels of ``query_x`` after adapting to the support set (labels 0..ways-1, every class
+        present). ``transductive``: the queries are one batch, so batch norm's statistics come from
+        all of them (as in training); ``inductive``: each query is classified in a batch of the
+        support images and itself alone (Nichol et al. 2018), so its label does not depend on the
+        other queries."""
+        if query_mode not in QUERY_MODES:
+            raise ValueError(f"query_mode must be one of {QUERY_MODES}, got {query_mode!r}")
+        xs, ys, xq = self._episode((support_x, support_y, query_x))
+        ways = int(ys.max()) + 1
+        if ys.dim() != 1 or ys.min() < 0 or not torch.equal(torch.unique(ys), torch.arange(ways, device=ys.device)):
+            raise ValueError("support_y must hold the labels 0..ways-1, every one at least once")
+        w_T = self.adapt(xs, ys, ways)
+        warp = self.warp()
+        with torch.no_grad():
+            if query_mode == "transductive":
+                return self.forward(w_T, warp, xq).argmax(1)
+            forward = mgnn.module_forward(self.model)  # vmap needs torch.func's functional_call
+            batches = torch.cat([xs.expand(len(xq), *xs.shape), xq[:, None]], 1).contiguous()  # [Q, S + 1, ...]
+            w_T = {n: w.contiguous() for n, w in w_T.items()}
+            return vmap(lambda x: forward(w_T, warp, x)[-1])(batches).argmax(-1)
+
+    def accuracy(self, tasks, count: int, query_mode: str = "transductive") -> list[float]:
+        """Query accuracy after adaptation on tasks 0..count-1 of a split; a task whose adaptation
+        diverges (a non-finite support loss) classifies nothing: accuracy 0, counted in
+        ``self.diverged``."""
         out = []
         for i in range(count):
             xs, ys, xq, yq = self._episode(tasks[i])
-            train_loss = lambda w, a: F.cross_entropy(self._forward(w, a, xs), ys)  # noqa: E731
-            w_T = mg.inner_loop(train_loss, self._start(), self.hparams, steps=self.cfg.inner_steps,
-                                lr=self.cfg.inner_lr, momentum=self.cfg.momentum, optimizer=self.optimizer)
-            with torch.no_grad():
-                out.append((self._forward(w_T, self.hparams, xq).argmax(1) == yq).double().mean().item())
+            try:
+                out.append((self.predict(xs, ys, xq, query_mode) == yq).double().mean().item())
+            except mg.NonFiniteLoss:
+                out.append(0.0)
+                self.diverged += 1
         return out
 
+    def split(self, name: str, ways=None, shots=None, queries=None):
+        """The meta-validation or meta-test task set, at the run's sizes or others."""
+        index = {"validation": 1, "test": 2}.get(name)
+        if index is None:
+            raise ValueError(f"split must be 'validation' or 'test', got {name!r}")
+        sizes = (ways or self.cfg.ways, shots or self.cfg.shots, queries or self.cfg.queries)
+        if sizes == (self.cfg.ways, self.cfg.shots, self.cfg.queries):
+            return (self.train_tasks, self.val_tasks, self.test_tasks)[index]
+        return self._tasksets(*sizes)[index]
+
+    def score(self, split: str = "test", tasks: int | None = None, ways=None, shots=None, queries=None,
+              query_mode: str = "transductive") -> tuple[float, float]:
+        """Mean query accuracy and the half-width of its 95% confidence interval over the first
+        ``tasks`` tasks of a split (default: --final-eval-tasks, as the run's summary)."""
+        return mean_ci95(self.accuracy(self.split(split, ways, shots, queries), tasks or self.cfg.final_eval_tasks,
+                                       query_mode))
+
     def evaluate(self, step):
+        self.diverged = 0
         mean, ci = mean_ci95(self.accuracy(self.val_tasks, self.cfg.eval_tasks))
-        return {"meta_val_acc": mean, "meta_val_ci95": ci}
+        return {"meta_val_acc": mean, "meta_val_ci95": ci, **self._diverged()}
 
     def final(self):
-        n = self.cfg.final_eval_tasks
-        val, val_ci = mean_ci95(self.accuracy(self.val_tasks, n))
-        test, test_ci = mean_ci95(self.accuracy(self.test_tasks, n))
+        self.diverged = 0
+        val, val_ci = self.score("validation")
+        test, test_ci = self.score("test")
         return {"meta_val_acc": val, "meta_val_ci95": val_ci, "meta_test_acc": test, "meta_test_ci95": test_ci,
-                "eval_tasks": n}
+                "eval_tasks": self.cfg.final_eval_tasks, **self._diverged()}
 
-
+    def _diverged(self) -> dict:
+        return {"eval_diverged_tasks": self.diverged} if self.diverged else {}

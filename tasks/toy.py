@@ -10,22 +10,18 @@ from __future__ import annotations
 import torch
 
 import metagreedy as mg
-from metagreedy.config import UsageError
 
-from .common import method_options
+from .common import TaskBase, method_options
 
+DESCRIPTION = "the 2-D toy problem of figure 2 (closed-form exact hypergradient, its cosine logged)."
 DEFAULTS = dict(
     inner_steps=10,  # the paper's figure shows T = 5 and 10 (its text says 5 and 20)
-    inner_lr=0.1,
     momentum=0.0,  # plain SGD inside, as in the paper's toy
     outer_steps=1000,
     outer_lr=0.1,
     outer_optimizer="sgd",
-    terms=2,
-    eval_every=1,
     checkpoint_every=500,
-    dataset="toy",
-    dtype="float64",
+    dtype="float64",  # tiny: float64 keeps the cosines free of round-off
 )
 
 G = (1.0, 0.5)
@@ -47,10 +43,22 @@ def exact_hypergradient(alpha: torch.Tensor, T: int, lr: float, w0: torch.Tensor
     return (2 * w_T + 20 * torch.sin(w_T) * torch.cos(w_T)) * (1 - decay)
 
 
-class Task:
+def check(cfg) -> None:
+    pass
+
+
+def run_name(cfg) -> str:
+    return f"toy-{cfg.method}-seed{cfg.seed}"
+
+
+def run_group(cfg) -> str:
+    return f"toy/T{cfg.inner_steps}/{cfg.method}"
+
+
+class Task(TaskBase):
+    progress = ("cosine",)
+
     def __init__(self, cfg, device, dtype):
-        if cfg.step_val_batch:
-            raise UsageError("--step-val-batch: the toy problem's validation loss has no data to take a batch of")
         self.cfg, self.dtype = cfg, dtype
         self.w0 = {"w": torch.tensor([2.0, 2.0], dtype=dtype)}
         self.hparams = {"alpha": torch.tensor([1.0, 1.0], dtype=dtype, requires_grad=True)}
@@ -77,9 +85,6 @@ class Task:
                    "exact_norm": exact.norm().item(),
                    "alpha_0": self.hparams["alpha"][0].item(), "alpha_1": self.hparams["alpha"][1].item()}
         return res.grad, metrics, 1
-
-    def evaluate(self, step):
-        return {}
 
     def final(self):
         res = self._estimate("fo")

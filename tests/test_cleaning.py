@@ -65,7 +65,14 @@ def test_step_val_batch_of_the_whole_validation_set_is_plain_greedy(monkeypatch)
     assert torch.equal(again, some)  # the mini-batches are a function of (seed, outer step, t)
 
 
-def test_step_val_batch_larger_than_the_validation_set_is_refused(monkeypatch):
+@pytest.mark.parametrize("flags,limit", [(["--val-batch", "30"], 30), (["--protocol", "heldout", "--n-val", "40"], 40),
+                                         ([], 10000)])
+def test_step_val_batch_larger_than_the_validation_set_is_refused_before_any_data(flags, limit):
+    import tasks
+    from metagreedy import config
     from metagreedy.config import UsageError
-    with pytest.raises(UsageError, match="at most the 30 validation examples"):
-        hyper_cleaning_task(monkeypatch, step_val_batch=31)
+    cfg = config.resolve(["--task", "hyper_cleaning", *flags, "--step-val-batch", str(limit + 1)], tasks.defaults)
+    with pytest.raises(UsageError, match=f"at most the {limit} validation examples"):
+        tasks.load("hyper_cleaning").check(cfg)
+    tasks.load("hyper_cleaning").check(config.resolve(["--task", "hyper_cleaning", *flags, "--step-val-batch",
+                                                       str(limit)], tasks.defaults))

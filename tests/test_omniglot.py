@@ -10,14 +10,13 @@ from metagreedy.models import WarpConvNet
 
 import tasks
 
-OPTIONS = dict(gamma=0.9, terms=2, k=2)
+OPTIONS = {"greedy": {"gamma": 0.9}, "ift": {"terms": 2}, "truncated": {"k": 2}, "full": {}, "t1t2": {}, "fo": {}}
 
 
 def make_task(tasksets, **overrides):
     args = ["--task", "omniglot", "--ways", "3", "--shots", "1", "--queries", "2", "--inner-steps", "3"]
     for key, value in overrides.items():
-        args += [f"--{key.replace('_', '-')}", str(value)] if not isinstance(value, bool) else \
-            [f"--{'' if value else 'no-'}{key.replace('_', '-')}"]
+        args.append(f"--{key.replace('_', '-')}={value}")
     cfg = config.resolve(args, tasks.defaults)
     return tasks.load("omniglot").Task(cfg, torch.device("cpu"), torch.float64, tasksets=tasksets)
 
@@ -41,8 +40,8 @@ def test_higher_estimates_equal_functional_ones_in_float64(small_tasksets, metho
     """The inner loop through higher's functional model and differentiable SGD gives the same
     hypergradient as torch.func.functional_call with metagreedy's SGD, to 1e-10."""
     episode = small_tasksets[0][0]
-    a, _ = make_task(small_tasksets, higher=True, init=init, method=method, k=2).adapt_and_estimate(episode)
-    b, _ = make_task(small_tasksets, higher=False, init=init, method=method, k=2).adapt_and_estimate(episode)
+    a, _ = make_task(small_tasksets, loop="higher", init=init, method=method, **OPTIONS[method]).adapt_and_estimate(episode)
+    b, _ = make_task(small_tasksets, loop="func", init=init, method=method, **OPTIONS[method]).adapt_and_estimate(episode)
     assert a.grad.keys() == b.grad.keys()
     for name in a.grad:
         torch.testing.assert_close(a.grad[name], b.grad[name], rtol=1e-10, atol=1e-12)
@@ -94,9 +93,9 @@ def test_learn2learn_taskset_drives_the_loop():
 @pytest.mark.parametrize("init", ["fixed", "learned"])
 def test_batched_meta_batch_equals_the_higher_loop(small_tasksets, method, init):
     """vmap over the meta-batch gives the mean of the per-task (higher-driven) hypergradients."""
-    reference = make_task(small_tasksets, higher=True, init=init, method=method, k=2, meta_batch=3,
-                          memory_format="contiguous")  # as the batched path; channels_last is tested below
-    batched = make_task(small_tasksets, batched=True, init=init, method=method, k=2, meta_batch=3)
+    reference = make_task(small_tasksets, loop="higher", init=init, method=method, meta_batch=3,
+                          memory_format="contiguous", **OPTIONS[method])  # as the batched path
+    batched = make_task(small_tasksets, loop="batched", init=init, method=method, meta_batch=3, **OPTIONS[method])
     g_ref, m_ref, n_ref = reference.hypergradient(1, [0, 1, 2])
     g_bat, m_bat, n_bat = batched.hypergradient(1, [0, 1, 2])
     assert n_ref == n_bat == 3
@@ -124,9 +123,9 @@ def test_step_queries_are_class_balanced_and_cycle(small_tasksets):
 
 @pytest.mark.parametrize("batched", [False, True])
 def test_step_val_batch_of_every_query_is_plain_greedy(small_tasksets, batched):
-    plain = make_task(small_tasksets, batched=batched, meta_batch=2)
-    every = make_task(small_tasksets, batched=batched, meta_batch=2, step_val_batch=6)
-    some = make_task(small_tasksets, batched=batched, meta_batch=2, step_val_batch=3)
+    plain = make_task(small_tasksets, loop="batched" if batched else "higher", meta_batch=2)
+    every = make_task(small_tasksets, loop="batched" if batched else "higher", meta_batch=2, step_val_batch=6)
+    some = make_task(small_tasksets, loop="batched" if batched else "higher", meta_batch=2, step_val_batch=3)
     g_plain, g_every, g_some = (t.hypergradient(0, [0, 1])[0] for t in (plain, every, some))
     for name in g_plain:
         torch.testing.assert_close(g_every[name], g_plain[name], rtol=1e-10, atol=1e-12)
@@ -134,8 +133,8 @@ def test_step_val_batch_of_every_query_is_plain_greedy(small_tasksets, batched):
 
 
 def test_step_val_batch_batched_equals_the_higher_loop(small_tasksets):
-    reference = make_task(small_tasksets, higher=True, meta_batch=3, step_val_batch=3, memory_format="contiguous")
-    batched = make_task(small_tasksets, batched=True, meta_batch=3, step_val_batch=3)
+    reference = make_task(small_tasksets, loop="higher", meta_batch=3, step_val_batch=3, memory_format="contiguous")
+    batched = make_task(small_tasksets, loop="batched", meta_batch=3, step_val_batch=3)
     g_ref, g_bat = reference.hypergradient(1, [0, 1, 2])[0], batched.hypergradient(1, [0, 1, 2])[0]
     for name in g_ref:
         torch.testing.assert_close(g_bat[name], g_ref[name], rtol=1e-10, atol=1e-12)

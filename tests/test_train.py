@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import train
+from metagreedy import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, "..", "shared", "data")
@@ -37,7 +38,7 @@ def summary(run_dir):
 
 
 def final_hparams(run_dir):
-    return torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)["hparams"]
+    return checkpoint.load(run_dir)["hparams"]
 
 
 def cli(args, env=None, check=None):
@@ -62,8 +63,9 @@ def test_toy_run_leaves_logs_config_checkpoint_and_wandb_offline(tmp_path):
     s = summary(run_dir)
     assert s["status"] == "finished" and s["dataset"] == "toy" and s["vjps_per_step"] == 10
     assert os.path.exists(os.path.join(run_dir, "config.yaml"))
-    ckpt = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)
-    assert ckpt["step"] == 12 and ckpt["config"]["task"] == "toy" and "packages" in ckpt["config"]
+    ckpt = checkpoint.load(run_dir)
+    assert ckpt["step"] == 12 and ckpt["config"]["task"] == "toy" and "packages" in ckpt["facts"]
+    assert "noise" not in ckpt["config"] and "ways" not in ckpt["config"]  # only the toy's settings
     offline = [d for d in os.listdir(os.path.join(run_dir, "wandb")) if d.startswith("offline-run-")]
     assert len(offline) == 1
     files = os.listdir(os.path.join(run_dir, "wandb", offline[0]))
@@ -128,7 +130,7 @@ def test_killed_run_resumes_exactly(tmp_path, fault):
     killed = str(tmp_path / "killed")
     proc = cli(base + ["--run-dir", killed], env={"METAGREEDY_FAULT": fault})
     assert proc.returncode == -9
-    assert torch.load(os.path.join(killed, "checkpoint.pt"), weights_only=False)["step"] == 4
+    assert checkpoint.load(killed)["step"] == 4
     cli(["--resume", killed, "--no-progress"], check=0)
     a, b = final_hparams(straight), final_hparams(killed)
     assert torch.equal(a["alpha"], b["alpha"])
@@ -158,18 +160,26 @@ BAD = [
     (["--task", "chess"], "unknown --task 'chess'"),
     (["--dataset", "cifar"], "unknown --dataset 'cifar'"),
     (["--task", "hyper_cleaning", "--dataset", "cifar"], "unknown --dataset 'cifar'"),
-    (["--gamma", "1.5"], "--gamma must be in [0, 1]"),
+    (["--gamma", "1.5"], "--gamma must be in [0.0, 1.0]"),
     (["--inner-steps", "0"], "--inner-steps must be at least 1"),
     (["--config", "nope.yaml"], "does not exist"),
     (["--dataset", "synthetic", "--ways", "5000"], "5000-way tasks need 5000 classes"),
     (["--dataset", "synthetic", "--shots", "10", "--queries", "11"], "more than the 20 drawings"),
     (["--resume", "empty"], "no checkpoint"),
     (["--frobnicate"], "unrecognized arguments"),
-    (["--method", "full", "--step-val-batch", "5"], "applies to --method greedy --variant eq6 only"),
+    (["--method", "full", "--step-val-batch", "5"], "--step-val-batch applies to --method greedy, not full"),
     (["--variant", "final", "--step-val-batch", "5"], "applies to --method greedy --variant eq6 only"),
     (["--dataset", "synthetic", "--step-val-batch", "7"], "multiple of --ways = 5"),
-    (["--dataset", "synthetic", "--step-val-batch", "80"], "at most the 75 queries"),
-    (["--task", "toy", "--step-val-batch", "4"], "no data"),
+    (["--dataset", "synthetic", "--step-val-batch", "55"], "at most the 50 queries"),
+    (["--task", "toy", "--step-val-batch", "4"], "applies to --task omniglot and hyper_cleaning, not toy"),
+    (["--device", "cuda"], "no CUDA GPU is available"),
+    (["--task", "hyper_cleaning", "--n-train", "60001"], "more than the 60000 examples"),
+    (["--task", "hyper_cleaning", "--protocol", "heldout", "--n-val", "0"], "--n-val must be at least 1"),
+    (["--task", "hyper_cleaning", "--protocol", "heldout", "--n-val", "59001"], "--n-train + --n-val = 60001"),
+    (["--seed", "1e23"], "--seed must be an integer"),
+    (["--seed", str(10**23)], "--seed must be an integer in [0, 2^63)"),
+    (["--inner-lr", "inf"], "--inner-lr must be a positive finite number"),
+    (["--outer-lr", "inf"], "--outer-lr must be a positive finite number"),
 ]
 
 
@@ -183,7 +193,7 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, args, message):
     assert not os.path.exists(run_dir)
 
 
-@pytest.mark.parametrize("content,message", [("task: [toy\n", "not valid YAML"), ("gama: 0.9\n", "unknown key 'gama'"),
+@pytest.mark.parametrize("content,message", [("task: [toy\n", "not valid YAML"), ("gama: 0.9\n", "unknown setting 'gama'"),
                                              ("gamma: high\n", "'gamma' must be float"),
                                              ("ways: 2.5\n", "'ways' must be int")])
 def test_bad_config_file(tmp_path, capsys, content, message):
@@ -206,7 +216,7 @@ def test_resume_of_another_task_is_refused(tmp_path, capsys):
     assert train.main(TOY + ["--run-dir", run_dir, "--wandb", "disabled"]) == 0
     capsys.readouterr()
     assert train.main(["--resume", run_dir, "--task", "omniglot"]) == 2
-    assert "holds a checkpoint of task 'toy'" in capsys.readouterr().err
+    assert "--task 'omniglot' (the run has 'toy')" in capsys.readouterr().err
 
 
 def test_corrupt_checkpoint_is_refused(tmp_path, capsys):
@@ -233,7 +243,7 @@ def test_repeated_nans_stop_the_run_with_the_good_checkpoint_intact(tmp_path, mo
     run_dir = str(tmp_path / "r")
     assert train.main(TOY + ["--run-dir", run_dir, "--wandb", "disabled", "--max-bad-steps", "3"]) == 1
     assert "3 non-finite hypergradients in a row" in capsys.readouterr().err
-    ckpt = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)
+    ckpt = checkpoint.load(run_dir)
     # steps 6 and 7 were skipped, so the checkpoint at 8 still holds the finite alpha of step 5
     assert ckpt["step"] == 8 and torch.isfinite(ckpt["hparams"]["alpha"]).all()
     assert summary(run_dir)["status"] == "diverged"
@@ -244,7 +254,7 @@ def test_ctrl_c_writes_checkpoint_and_summary(tmp_path):
     proc = cli(TOY + ["--run-dir", run_dir, "--wandb", "disabled"], env={"METAGREEDY_FAULT": "interrupt@5"})
     assert proc.returncode == 130 and "Traceback" not in proc.stderr
     assert summary(run_dir)["status"] == "interrupted"
-    assert torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)["step"] == 5
+    assert checkpoint.load(run_dir)["step"] == 5
     cli(["--resume", run_dir], check=0)
     assert summary(run_dir)["status"] == "finished"
 
@@ -281,17 +291,19 @@ def test_wandb_failing_mid_run(tmp_path, monkeypatch, capsys):
 def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     import errno
 
-    from metagreedy import checkpoint
-    checkpoint.save(str(tmp_path), 1, {"step": 1})
+    from metagreedy.rundir import WriteError
+    run_dir = str(tmp_path / "r")
+    assert train.main(TOY + ["--run-dir", run_dir, "--wandb", "disabled"]) == 0
+    before = (tmp_path / "r" / "checkpoint.pt").read_bytes()
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(checkpoint.CheckpointError, match="No space left on device.*previous checkpoint is untouched"):
-        checkpoint.save(str(tmp_path), 2, {"step": 2})
-    assert checkpoint.load(str(tmp_path))["step"] == 1
-    assert not os.path.exists(tmp_path / "checkpoint.pt.tmp")
+    with pytest.raises(WriteError, match="No space left on device.*previous checkpoint is untouched"):
+        checkpoint.save(run_dir, 2, {"step": 2})
+    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before
+    assert not os.path.exists(os.path.join(run_dir, "checkpoint.pt.tmp"))
 
 
 # ---- two processes ----------------------------------------------------------------------------------------
@@ -320,8 +332,10 @@ def test_auto_without_data_or_network_runs_synthetic_and_says_so(tmp_path):
     warnings = [line for line in proc.stderr.splitlines() if "synthetic alphabet" in line]
     assert len(warnings) == 2, proc.stderr[-2000:]  # at the start and at the end
     assert summary(run_dir)["dataset"] == "synthetic"
+    import yaml
     with open(os.path.join(run_dir, "config.yaml")) as fh:
-        assert "dataset: synthetic" in fh.read()
+        stored = yaml.safe_load(fh)
+    assert stored["facts"]["dataset"] == "synthetic" and stored["dataset"] == "auto" and stored["queries"] == 2
 
 
 @pytest.mark.parametrize("task", ["hyper_cleaning", "omniglot"])

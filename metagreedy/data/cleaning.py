@@ -12,6 +12,7 @@ from ..rng import keyed_generator
 from . import DataError
 
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+SPLIT_SIZES = {"train": 60000, "test": 10000}  # both datasets; checked when the files are read
 
 
 def load_split(name: str, root: str, train: bool) -> tuple[Tensor, Tensor]:
@@ -43,7 +44,7 @@ def load_split(name: str, root: str, train: bool) -> tuple[Tensor, Tensor]:
     except Exception as e:  # noqa: BLE001 - a truncated idx file fails in many ways
         raise DataError(f"cannot read {DATASETS[name]} under '{folder}' ({type(e).__name__}): the files are truncated "
                         "or corrupt; delete them and download again") from None
-    expected = 60000 if train else 10000
+    expected = SPLIT_SIZES["train" if train else "test"]
     if ds.data.shape != (expected, 28, 28) or ds.targets.shape != (expected,):
         raise DataError(f"{DATASETS[name]} under '{folder}' has {tuple(ds.data.shape)} images, expected "
                         f"({expected}, 28, 28): the files are truncated or corrupt; download them again")

@@ -89,32 +89,46 @@ class FewShotTasks:
             index += 1
 
 
+OMNIGLOT_CLASSES = (964, 659)  # characters of the background and evaluation alphabets (the synthetic one's too)
+DRAWINGS = 20  # drawings of each character
+IMAGE_SIZE = 28  # the images of both alphabets, and what the networks take
+
+
+def _held_out(n: int, val_fraction: float) -> int:
+    return max(1, round(val_fraction * n))
+
+
 def split_classes(n: int, val_fraction: float, split_seed: int = 0) -> tuple[Tensor, Tensor]:
     """(train, validation) class indices: a fixed random ``val_fraction`` of the classes held out."""
     perm = torch.randperm(n, generator=keyed_generator(split_seed, n))
-    n_val = max(1, round(val_fraction * n))
+    n_val = _held_out(n, val_fraction)
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
-def get_tasksets(name: str, ways: int, shots: int, queries: int, *, root: str = "./data", seed: int = 0,
-                 eval_seed: int = 12345, val_fraction: float = 0.2, rotations: bool = False,
-                 num_tasks: int = -1, eval_tasks: int = -1, synthetic_classes: tuple[int, int] = (964, 659)):
-    """``(train, validation, test)`` task sets, as learn2learn's ``get_tasksets`` returns them.
+def split_sizes(val_fraction: float, rotations: bool = False, classes: tuple[int, int] = OMNIGLOT_CLASSES) -> dict:
+    """Classes of each split of :func:`get_tasksets`, known before any image is read."""
+    n_val, k = _held_out(classes[0], val_fraction), 4 if rotations else 1
+    return {"meta-train": (classes[0] - n_val) * k, "meta-validation": n_val * k, "meta-test": classes[1] * k}
 
-    ``name`` is ``"omniglot"`` (background alphabets -> meta-train and meta-validation, evaluation
-    alphabets -> meta-test) or ``"synthetic"`` (the built-in alphabet, split the same way).
-    Validation and test tasks use ``eval_seed``, so every run is scored on the same tasks."""
+
+def load_alphabets(name: str, root: str = "./data", synthetic_classes: tuple[int, int] = OMNIGLOT_CLASSES):
+    """``(background, evaluation)`` uint8 images [classes, 20, 28, 28] of ``"omniglot"`` (read from
+    ``root``) or ``"synthetic"`` (the built-in alphabet, with ``synthetic_classes`` classes)."""
     from .omniglot import load_omniglot
     from .synthetic import synthetic_alphabet
 
     if name == "omniglot":
-        background, _ = load_omniglot(root, background=True)
-        evaluation, _ = load_omniglot(root, background=False)
-    elif name == "synthetic":
+        return load_omniglot(root, background=True)[0], load_omniglot(root, background=False)[0]
+    if name == "synthetic":
         both = synthetic_alphabet(sum(synthetic_classes))
-        background, evaluation = both[: synthetic_classes[0]], both[synthetic_classes[0]:]
-    else:
-        raise ValueError(f"unknown task set {name!r}; choose 'omniglot' or 'synthetic'")
+        return both[: synthetic_classes[0]], both[synthetic_classes[0]:]
+    raise ValueError(f"unknown task set {name!r}; choose 'omniglot' or 'synthetic'")
+
+
+def make_tasksets(background: Tensor, evaluation: Tensor, ways: int, shots: int, queries: int, *, seed: int = 0,
+                  eval_seed: int = 12345, val_fraction: float = 0.2, rotations: bool = False,
+                  num_tasks: int = -1, eval_tasks: int = -1):
+    """``(train, validation, test)`` task sets over loaded alphabets (see :func:`get_tasksets`)."""
     train_classes, val_classes = split_classes(background.shape[0], val_fraction)
     common = dict(ways=ways, shots=shots, queries=queries, rotations=rotations)
     return (FewShotTasks(background, seed=seed, num_tasks=num_tasks, classes=train_classes, name="meta-train",
@@ -122,6 +136,19 @@ def get_tasksets(name: str, ways: int, shots: int, queries: int, *, root: str = 
             FewShotTasks(background, seed=eval_seed, num_tasks=eval_tasks, classes=val_classes,
                          name="meta-validation", **common),
             FewShotTasks(evaluation, seed=eval_seed + 1, num_tasks=eval_tasks, name="meta-test", **common))
+
+
+def get_tasksets(name: str, ways: int, shots: int, queries: int, *, root: str = "./data", seed: int = 0,
+                 eval_seed: int = 12345, val_fraction: float = 0.2, rotations: bool = False,
+                 num_tasks: int = -1, eval_tasks: int = -1, synthetic_classes: tuple[int, int] = OMNIGLOT_CLASSES):
+    """``(train, validation, test)`` task sets, as learn2learn's ``get_tasksets`` returns them.
+
+    ``name`` is ``"omniglot"`` (background alphabets -> meta-train and meta-validation, evaluation
+    alphabets -> meta-test) or ``"synthetic"`` (the built-in alphabet, split the same way).
+    Validation and test tasks use ``eval_seed``, so every run is scored on the same tasks."""
+    background, evaluation = load_alphabets(name, root, synthetic_classes)
+    return make_tasksets(background, evaluation, ways, shots, queries, seed=seed, eval_seed=eval_seed,
+                         val_fraction=val_fraction, rotations=rotations, num_tasks=num_tasks, eval_tasks=eval_tasks)
 
 
 class Learn2LearnTasks:

@@ -1,0 +1,132 @@
+"""A run directory belongs to one run: a new run refuses a directory that holds one, a lock refuses
+a second live process, and every file in it is written so that a crash leaves the previous version.
+
+The lock is ``fcntl.flock`` on ``.lock`` inside the directory: the kernel releases it when the
+process ends, however it ends, so a crashed run never blocks its own ``--resume``.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+
+from .config import UsageError, path_text
+
+RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "summary.json", "config.yaml")
+LOCK = ".lock"
+
+
+class WriteError(Exception):
+    """A file of the run could not be written (disk full, permissions): a fault, exit status 1."""
+
+
+def holds_run(path: str) -> bool:
+    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, f)) for f in RUN_FILES)
+
+
+def check_usable(path: str, new: bool) -> None:
+    """Refuse, before anything is built, a run directory that cannot be this run's."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"run directory {path_text(path)} is a file, not a directory")
+    if new and holds_run(path):
+        raise UsageError(f"run directory {path_text(path)} already holds a run: continue it with --resume "
+                         f"{path_text(path)}, or give another --run-dir")
+    if not new and not os.path.isdir(path):
+        raise UsageError(f"--resume: {path_text(path)} is not a run directory")
+
+
+def default_path(name: str, root: str = "runs") -> str:
+    """``runs/<name>-<time>``, with a suffix when a run started in the same second took that name."""
+    base = os.path.join(root, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    path, n = base, 1
+    while os.path.exists(path):
+        n += 1
+        path = f"{base}-{n}"
+    return path
+
+
+class RunDir:
+    """The directory of the run this process owns, locked for as long as it lives."""
+
+    def __init__(self, path: str, new: bool):
+        self.path, self._fd = path, None
+        check_usable(path, new)
+        try:
+            os.makedirs(path, exist_ok=True)
+            self._fd = os.open(os.path.join(path, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UsageError(f"cannot use run directory {path_text(path)}: {e.strerror or e}") from None
+        self._lock()
+        check_usable(path, new)  # again, now that no other process can be starting a run in it
+
+    def _lock(self) -> None:
+        import fcntl
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+                raise
+            owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip()
+            os.close(self._fd)
+            self._fd = None
+            raise UsageError(f"run directory {path_text(self.path)} is in use by another process"
+                             + (f" (pid {owner})" if owner.isdigit() else "")) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write through a temporary file, fsync and rename: a reader sees the old or the new file,
+    never half of one; on failure the temporary file is removed and WriteError says why."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise WriteError(f"could not write {path_text(path)}: {e.strerror or e}") from None
+
+
+def write_json(path: str, data: dict) -> None:
+    write_atomic(path, json.dumps(data, indent=2, default=str))
+
+
+def write_yaml(path: str, data: dict) -> None:
+    import yaml
+    write_atomic(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def repair_metrics(path: str, steps: int) -> int:
+    """Keep the rows of outer steps 0..steps-1 (what the checkpoint covers, in order), drop the rest:
+    rows logged after the checkpoint (they will be logged again) and a torn last line of a process
+    killed while appending. Returns the rows kept."""
+    if not os.path.exists(path):
+        return 0
+    kept, expected = [], 0
+    with open(path, "rb") as fh:
+        for raw in fh:
+            try:
+                row = json.loads(raw)
+            except ValueError:
+                break  # a torn line: nothing after it was written completely
+            if not isinstance(row, dict) or row.get("step") != expected or expected >= steps:
+                break
+            kept.append(raw.decode() if raw.endswith(b"\n") else raw.decode() + "\n")
+            expected += 1
+    write_atomic(path, "".join(kept))
+    return len(kept)

@@ -1,0 +1,351 @@
+"""A run's files are the researcher's data: a run directory belongs to one run, resume is consistent
+or refused, a stop signal at any moment ends in an exact checkpoint, checkpoints cannot run code,
+and a full disk loses nothing. Runs are in-process (train.main) unless a test needs a process."""
+import errno
+import json
+import os
+
+import pytest
+import torch
+
+import tasks
+import train
+from metagreedy import checkpoint, rundir
+from metagreedy.data import synthetic_alphabet
+
+TOY = ["--task", "toy", "--outer-steps", "30", "--checkpoint-every", "7", "--no-progress", "--wandb", "disabled"]
+FEWSHOT = ["--dataset", "synthetic", "--ways", "3", "--shots", "1", "--queries", "2", "--meta-batch", "2",
+           "--inner-steps", "2", "--outer-steps", "6", "--eval-every", "2", "--eval-tasks", "3", "--final-eval-tasks",
+           "4", "--checkpoint-every", "4", "--dtype", "float64", "--no-progress", "--wandb", "disabled"]
+TIMING = {"step_time", "wall_time", "total_time"}
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("METAGREEDY_FAULT", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def small_alphabets():
+    return synthetic_alphabet(40), synthetic_alphabet(20, seed=1)
+
+
+@pytest.fixture
+def small_omniglot(monkeypatch, small_alphabets):
+    """Omniglot runs on a 60-class synthetic alphabet: seconds, not the full alphabet's minute."""
+    monkeypatch.setattr(tasks.load("omniglot"), "load_alphabets", lambda name, root: small_alphabets)
+
+
+def snapshot(run_dir):
+    out = {}
+    for name in sorted(os.listdir(run_dir)):
+        if name != rundir.LOCK:
+            with open(os.path.join(run_dir, name), "rb") as fh:
+                out[name] = fh.read()
+    return out
+
+
+def rows(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as fh:
+        return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in fh]
+
+
+def summary(run_dir):
+    with open(os.path.join(run_dir, "summary.json")) as fh:
+        return {k: v for k, v in json.load(fh).items() if k not in TIMING}
+
+
+def assert_same_run(a, b):
+    """Bit-identical: alpha, the outer optimizer's state, every logged value but timings, the summary."""
+    ca, cb = checkpoint.load(a), checkpoint.load(b)
+    assert ca["step"] == cb["step"]
+    for name in ca["hparams"]:
+        assert torch.equal(ca["hparams"][name], cb["hparams"][name]), name
+    for ka, kb in zip(ca["outer_opt"]["state"].values(), cb["outer_opt"]["state"].values()):
+        for key in ka:
+            assert torch.equal(torch.as_tensor(ka[key]), torch.as_tensor(kb[key])), key
+    assert rows(a) == rows(b)
+    assert summary(a) == summary(b)
+
+
+def no_temporary_files(run_dir):
+    return not [f for f in os.listdir(run_dir) if f.endswith(".tmp")]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Uninterrupted runs to compare with, one per argument list."""
+    done = {}
+
+    def get(args, setup=None):
+        key = tuple(args)
+        if key not in done:
+            path = str(tmp_path_factory.mktemp("reference") / "run")
+            assert train.main(args + ["--run-dir", path]) == 0
+            done[key] = path
+        return done[key]
+    return get
+
+
+# ---- a run directory belongs to one run -----------------------------------------------------------------
+
+def test_a_new_run_refuses_a_directory_that_holds_a_run(tmp_path, capsys):
+    path = str(tmp_path / "run")
+    assert train.main(TOY + ["--run-dir", path]) == 0
+    before = snapshot(path)
+    capsys.readouterr()
+    assert train.main(TOY + ["--run-dir", path, "--seed", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a run: continue it with --resume" in err[0]
+    assert snapshot(path) == before
+
+
+def test_a_second_live_process_is_refused_and_the_lock_dies_with_its_owner(tmp_path, capsys):
+    path = str(tmp_path / "run")
+    assert train.main(TOY + ["--run-dir", path, "--outer-steps", "10"]) == 0
+    before = snapshot(path)
+    owner = rundir.RunDir(path, new=False)  # another live process holding the run
+    capsys.readouterr()
+    try:
+        assert train.main(["--resume", path, "--outer-steps", "20"]) == 2
+        assert f"is in use by another process (pid {os.getpid()})" in capsys.readouterr().err
+        assert snapshot(path) == before
+        fresh = str(tmp_path / "fresh")
+        starting = rundir.RunDir(fresh, new=True)  # a run starting there, nothing written yet
+        assert train.main(TOY + ["--run-dir", fresh]) == 2
+        assert "in use by another process" in capsys.readouterr().err
+        starting.close()
+    finally:
+        owner.close()
+    assert train.main(["--resume", path, "--outer-steps", "20"]) == 0
+
+
+def test_a_run_directory_that_is_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "f").write_text("mine")
+    assert train.main(TOY + ["--run-dir", str(tmp_path / "f")]) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err
+    assert (tmp_path / "f").read_text() == "mine"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_run_directory_is_one_line(tmp_path, capsys):
+    (tmp_path / "ro").mkdir()
+    os.chmod(tmp_path / "ro", 0o500)
+    assert train.main(TOY + ["--run-dir", str(tmp_path / "ro" / "run")]) == 2
+    assert "cannot use run directory" in capsys.readouterr().err
+
+
+def test_default_run_directories_never_collide(tmp_path):
+    first = rundir.default_path("toy-greedy-seed0", str(tmp_path))
+    os.makedirs(first)
+    second = rundir.default_path("toy-greedy-seed0", str(tmp_path))
+    assert second != first and second.startswith(first)
+
+
+# ---- resume is consistent or refused ---------------------------------------------------------------------
+
+def test_resume_refuses_settings_that_would_change_the_run_and_lists_them(tmp_path, capsys):
+    path = str(tmp_path / "run")
+    assert train.main(TOY + ["--run-dir", path, "--outer-steps", "12"]) == 0
+    before = snapshot(path)
+    capsys.readouterr()
+    assert train.main(["--resume", path, "--gamma", "0.5", "--inner-lr", "0.2", "--method", "full"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--gamma 0.5 (the run has 0.9)" in err and "--inner-lr 0.2 (the run has 0.1)" in err
+    assert "--method 'full' (the run has 'greedy')" in err and "Only --outer-steps" in err
+    assert train.main(["--resume", path, "--noise", "0.5"]) == 2
+    assert "not a setting of this toy / greedy run" in capsys.readouterr().err
+    assert train.main(["--resume", path, "--outer-steps", "10"]) == 2
+    assert "below the 12 outer steps this run has done" in capsys.readouterr().err
+    assert train.main(["--resume", path, "--run-dir", str(tmp_path / "elsewhere")]) == 2
+    assert snapshot(path) == before
+
+
+def test_resume_takes_what_cannot_change_the_results(tmp_path, reference):
+    path = str(tmp_path / "run")
+    assert train.main(TOY + ["--run-dir", path, "--outer-steps", "12"]) == 0
+    assert train.main(["--resume", path, "--outer-steps", "30", "--device", "cpu", "--wandb", "disabled",
+                       "--progress=false", "--checkpoint-every", "5", "--gamma", "0.9"]) == 0
+    ref = reference(TOY)
+    # a finished 12-step run extended to 30: the same alpha as 30 steps at once (its rows differ only
+    # in the evaluation logged at the end of the first 12)
+    assert torch.equal(checkpoint.load(path)["hparams"]["alpha"], checkpoint.load(ref)["hparams"]["alpha"])
+    assert summary(path)["steps_done"] == 30
+
+
+def test_a_damaged_or_foreign_checkpoint_is_refused(tmp_path, capsys):
+    path = str(tmp_path / "run")
+    assert train.main(TOY + ["--run-dir", path, "--outer-steps", "4"]) == 0
+    payload = checkpoint.load(path)
+    for change, message in [({"task": "omniglot"}, "its task and its config disagree"),
+                            ({"format": 1}, "written by another version"), ({"hparams": None}, "'hparams' is missing")]:
+        torch.save({**payload, **change}, os.path.join(path, "checkpoint.pt"))
+        capsys.readouterr()
+        assert train.main(["--resume", path]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path, capsys):
+    path = tmp_path / "run"
+    path.mkdir()
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"step": 1, "config": Payload()}, str(path / "checkpoint.pt"))
+    assert train.main(["--resume", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to load it (loading it could run code)" in err and len(err.strip().splitlines()) == 1
+    assert not marker.exists()
+
+
+def test_metrics_are_repaired_to_what_the_checkpoint_covers(tmp_path, monkeypatch, reference):
+    path = str(tmp_path / "run")
+    monkeypatch.setenv("METAGREEDY_FAULT", "sigterm:hypergradient@20")
+    assert train.main(TOY + ["--run-dir", path]) == 130
+    monkeypatch.delenv("METAGREEDY_FAULT")
+    with open(os.path.join(path, "metrics.jsonl"), "a") as fh:  # rows past the checkpoint, then a torn line
+        fh.write(json.dumps({"step": 20, "val_loss": 1.0}) + "\n" + '{"step": 21, "val_lo')
+    assert train.main(["--resume", path]) == 0
+    assert_same_run(path, reference(TOY))
+
+
+# ---- a stop signal at any moment -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fault,stopped_at", [
+    ("sigterm:hypergradient@0", 0),  # before the first outer step completes
+    ("sigterm:hypergradient@12", 12),  # the step in progress is thrown away
+    ("sigint:checkpoint@14", 14),  # the periodic checkpoint completes first
+    ("sigterm:hypergradient@12,sigint:checkpoint@12", 12),  # a second signal while the first is handled
+    ("interrupt@5", 5),  # Ctrl-C
+])
+def test_toy_stopped_at_any_moment_resumes_bit_identical(tmp_path, monkeypatch, reference, fault, stopped_at):
+    path = str(tmp_path / "run")
+    monkeypatch.setenv("METAGREEDY_FAULT", fault)
+    assert train.main(TOY + ["--run-dir", path]) == 130
+    assert checkpoint.load(path)["step"] == stopped_at and summary(path)["status"] == "interrupted"
+    assert len(rows(path)) == stopped_at and no_temporary_files(path)
+    monkeypatch.delenv("METAGREEDY_FAULT")
+    assert train.main(["--resume", path]) == 0
+    assert_same_run(path, reference(TOY))
+
+
+@pytest.mark.parametrize("fault,stopped_at,pending", [
+    pytest.param("sigterm:hypergradient@3", 3, False, marks=pytest.mark.slow),  # the toy covers this moment
+    ("sigterm:evaluate@3", 4, True),  # the outer step is done, its evaluation not: finished on resume
+    pytest.param("sigint:evaluate@5", 6, True, marks=pytest.mark.slow),  # the last step's evaluation
+    ("sigterm:final@6", 6, False),  # the final evaluation
+    ("sigterm:evaluate@3,sigint:checkpoint@4", 4, True),  # a second signal while the first is handled
+])
+def test_omniglot_stopped_at_any_moment_resumes_bit_identical(tmp_path, monkeypatch, small_omniglot, reference,
+                                                              fault, stopped_at, pending):
+    ref = reference(FEWSHOT)
+    path = str(tmp_path / "run")
+    monkeypatch.setenv("METAGREEDY_FAULT", fault)
+    assert train.main(FEWSHOT + ["--run-dir", path]) == 130
+    state = checkpoint.load(path)
+    assert state["step"] == stopped_at and (state["pending_row"] is not None) == pending
+    assert summary(path)["status"] == "interrupted" and "meta_test_acc" not in summary(path)
+    assert no_temporary_files(path)
+    monkeypatch.delenv("METAGREEDY_FAULT")
+    assert train.main(["--resume", path]) == 0
+    assert_same_run(path, ref)
+    assert summary(path)["status"] == "finished" and "meta_test_acc" in summary(path)
+
+
+# ---- faults: a full disk, a diverging run -------------------------------------------------------------------
+
+def fail_writes_of(monkeypatch, name):
+    """ENOSPC when a file called ``name`` (or its temporary file) is flushed to disk."""
+    real = os.fsync
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").split("/")[-1] in (name, name + ".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "summary.json", "checkpoint.pt"])
+def test_a_full_disk_is_one_line_and_loses_nothing(tmp_path, monkeypatch, capsys, reference, name):
+    path = str(tmp_path / "run")
+    fail_writes_of(monkeypatch, name)
+    assert train.main(TOY + ["--run-dir", path]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: could not write") and "No space left on device" in err[-1]
+    assert no_temporary_files(path)
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    if name == "checkpoint.pt":  # the first checkpoint comes first: nothing of the run was written
+        assert not rundir.holds_run(path)
+        assert train.main(TOY + ["--run-dir", path]) == 0
+    else:  # the checkpoint of step 0 (config.yaml) or 30 (summary.json) is there
+        assert train.main(["--resume", path]) == 0
+    assert_same_run(path, reference(TOY))
+
+
+def test_a_full_disk_while_logging_metrics_loses_nothing(tmp_path, monkeypatch, capsys, reference):
+    from metagreedy import runlog
+    real_log = runlog.RunLog.log
+
+    class Full:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    def log(self, metrics, step):
+        if step == 10:
+            self._metrics.close()
+            self._metrics = Full()
+        return real_log(self, metrics, step)
+
+    monkeypatch.setattr(runlog.RunLog, "log", log)
+    path = str(tmp_path / "run")
+    assert train.main(TOY + ["--run-dir", path]) == 1
+    assert "could not write" in capsys.readouterr().err
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    assert checkpoint.load(path)["step"] == 7
+    assert train.main(["--resume", path]) == 0
+    assert_same_run(path, reference(TOY))
+
+
+def test_a_diverged_run_names_a_checkpoint_that_exists(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("METAGREEDY_FAULT", "nan+@0")
+    path = str(tmp_path / "run")
+    assert train.main(TOY + ["--run-dir", path, "--max-bad-steps", "2"]) == 1
+    assert "the last good checkpoint (outer step 0)" in capsys.readouterr().err
+    assert checkpoint.load(path)["step"] == 0
+
+
+# ---- bad input is refused before anything is built ------------------------------------------------------
+
+@pytest.mark.parametrize("args,message", [(["--ways", "5000"], "5000-way tasks need 5000 classes"),
+                                          (["--step-val-batch", "7"], "multiple of --ways = 5"),
+                                          (["--shots", "10", "--queries", "11"], "more than the 20 drawings")])
+def test_omniglot_settings_are_checked_before_any_data_is_built(monkeypatch, capsys, args, message):
+    def never(*a, **k):
+        raise AssertionError("data was built before the settings were checked")
+    monkeypatch.setattr(tasks.load("omniglot"), "load_alphabets", never)
+    assert train.main(["--dataset", "synthetic", "--wandb", "disabled", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_wandb_online_without_a_server_falls_back_to_offline_at_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("WANDB_MODE")
+    path = str(tmp_path / "run")
+    assert train.main(TOY + ["--run-dir", path, "--wandb", "online", "--outer-steps", "3"]) == 0
+    assert "W&B server unreachable" in capsys.readouterr().err
+    assert any(d.startswith("offline-run-") for d in os.listdir(os.path.join(path, "wandb")))
