@@ -158,7 +158,7 @@ def test_smoke_plan_runs_in_pieces_and_reports(tmp_path, capsys):
 # ---- an interrupted cell resumes exactly ----------------------------------------------------------------------
 
 LONG = """name: long
-train: --task toy --inner-steps 10 --outer-steps 1000 --checkpoint-every 300
+train: --task toy --inner-steps 10 --outer-steps 600 --checkpoint-every 200
 path: toy
 min_start_s: 1
 methods: {greedy 0.5: --method greedy --gamma 0.5}
@@ -179,17 +179,17 @@ def test_a_cell_stopped_by_the_budget_resumes_bit_identical(tmp_path, monkeypatc
                                 env={**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": threads})
 
     # The interruption must not hang on timing luck: the campaign's clock jumps past the end of the
-    # budget as soon as the cell has logged 40 of its 1000 outer steps, so the stop signal reaches it
-    # one poll later (0.2 s, some 50 toy steps), long before the ~3 s its remaining steps take. The
+    # budget as soon as the cell has logged 30 of its 600 outer steps, so the stop signal reaches it
+    # one poll later (0.2 s, some 50 toy steps), long before the ~2 s its remaining steps take. The
     # grace period after the signal runs on the real clock.
     metrics = cell_dir / "metrics.jsonl"
     monkeypatch.setattr(campaign, "clock", lambda: time.monotonic() + (
-        1e6 if metrics.exists() and metrics.read_text().count("\n") >= 40 else 0))
+        1e6 if metrics.exists() and metrics.read_text().count("\n") >= 30 else 0))
     assert run_campaign("--plan", plan, "--budget-s", 300, "--out", out) == 0
     record = read(cell_dir / "cell.json")
     assert record["attempts"][-1]["rc"] == 130 and record["outcome"] == "interrupted"
     step = torch.load(cell_dir / "checkpoint.pt", weights_only=False)["step"]
-    assert 40 <= step < 1000 and read(cell_dir / "summary.json")["status"] == "interrupted"
+    assert 30 <= step < 600 and read(cell_dir / "summary.json")["status"] == "interrupted"
 
     monkeypatch.setattr(campaign, "clock", time.monotonic)
     assert run_campaign("--plan", plan, "--budget-s", 300, "--out", out) == 0
