@@ -50,8 +50,14 @@ def summary(run_dir: str):
 
 
 def metrics(run_dir: str) -> list[dict]:
-    with open(os.path.join(run_dir, "metrics.jsonl")) as fh:
-        return [json.loads(line) for line in fh]
+    """The rows of ``metrics.jsonl``, or of the thinned ``curve.jsonl`` that a finished campaign cell
+    keeps instead; none when the run has neither."""
+    for name in ("metrics.jsonl", "curve.jsonl"):
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            with open(path) as fh:
+                return [json.loads(line) for line in fh if line.strip()]
+    return []
 
 
 def replace_section(path: str, name: str, text: str, title: str = "# Results") -> None:
@@ -59,7 +65,10 @@ def replace_section(path: str, name: str, text: str, title: str = "# Results") -
     the section if it is not there yet), so each bench script owns its own part of RESULTS.md."""
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
     block = f"{start}\n{text.rstrip()}\n{end}"
-    old = open(path).read() if os.path.exists(path) else title + "\n"
+    old = title + "\n"
+    if os.path.exists(path):
+        with open(path) as fh:
+            old = fh.read()
     if start in old and end in old:
         new = old[: old.index(start)] + block + old[old.index(end) + len(end):]
     else:
@@ -82,21 +91,41 @@ def fmt(mean: float, ci: float, n: int, scale: float = 100.0) -> str:
     return f"{scale * mean:.2f} ± {scale * ci:.2f} ({n})"
 
 
-def plot_curves(groups: dict, key: str, path: str, title: str, ylabel: str) -> bool:
-    """Learning curves, one line per group (mean over its run directories) with a min-max band over
-    seeds. ``groups`` maps a label to run directories; runs without metrics are left out."""
+def plot_curves(panels: dict, key: str, path: str, ylabel: str) -> bool:
+    """Learning curves in one figure, a panel per title of ``panels`` (two a row); each maps a label to
+    run directories and draws one line per label (mean over its runs) with a min-max band over
+    seeds. Runs without metrics are left out; nothing is written when no panel has a curve."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    cols = min(2, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4.5 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    drawn = False
+    for ax, (title, groups) in zip(axes.flat, panels.items()):
+        if draw_curves(ax, groups, key):
+            ax.set_title(title)
+            ax.set_xlabel("outer step")
+            ax.set_ylabel(ylabel)
+            ax.legend(fontsize=8)
+            drawn = True
+    if drawn:
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return drawn
+
+
+def draw_curves(ax, groups: dict, key: str) -> bool:
     drawn = False
     for label, dirs in groups.items():
         curves = []
         for d in dirs:
-            if os.path.exists(os.path.join(d, "metrics.jsonl")):
-                rows = [r for r in metrics(d) if key in r]
-                if rows:
-                    curves.append(([r["step"] for r in rows], [float(r[key]) for r in rows]))
+            rows = [r for r in metrics(d) if key in r]
+            if rows:
+                curves.append(([r["step"] for r in rows], [float(r[key]) for r in rows]))
         if not curves:
             continue
         n = min(len(c[1]) for c in curves)
@@ -108,12 +137,4 @@ def plot_curves(groups: dict, key: str, path: str, title: str, ylabel: str) -> b
             ax.fill_between(steps, [min(v[i] for v in values) for i in range(n)],
                             [max(v[i] for v in values) for i in range(n)], alpha=0.2, color=line.get_color())
         drawn = True
-    if drawn:
-        ax.set_title(title)
-        ax.set_xlabel("outer step")
-        ax.set_ylabel(ylabel)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-    plt.close(fig)
     return drawn

@@ -15,7 +15,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import ROOT, fmt, mean_ci, plot_curves, replace_section, run_all, summary  # noqa: E402
+import paper  # noqa: E402
+from common import ROOT, plot_curves, replace_section, run_all, summary  # noqa: E402
+from tables import table  # noqa: E402
 
 ROWS = {
     "w/o HPO": ["--no-hpo"],
@@ -30,13 +32,7 @@ ROWS = {
     "oracle (clean examples only)": ["--oracle"],
 }
 GAMMAS = ["greedy 0.9", "greedy 0.99", "greedy 0.999"]  # the rows "gamma chosen on validation" picks from
-PAPER = {  # validation accuracy %, 5 trials, as printed in the paper
-    "w/o HPO": ["70.46 ± 5.47", "51.52 ± 1.61", "59.46 ± 4.12", "53.99 ± 6.88"],
-    "T1-T2": ["66.93 ± 1.2", "51.86 ± 2.77", "62.07 ± 4.41", "51.40 ± 5.53"],
-    "IFT(5)": ["71.97 ± 4.54", "54.14 ± 6.66", "60.63 ± 5.03", "47.68 ± 1.51"],
-    "greedy 0.9": ["87.06 ± 0.77", "77.73 ± 1.70", "72.57 ± 1.09", "66.21 ± 1.50"],
-}
-SETTINGS = [("mnist", 0.3), ("mnist", 0.5), ("fashion_mnist", 0.3), ("fashion_mnist", 0.5)]
+SETTINGS = paper.TABLE2_SETTINGS
 
 
 def run_dir(out, protocol, dataset, noise, row, seed, val_batch):
@@ -78,52 +74,38 @@ def main():
     report(args)
 
 
-def collect(args, protocol, dataset, noise, row, key):
-    values, seconds = [], []
-    for seed in args.seeds:
-        s = summary(run_dir(args.out, protocol, dataset, noise, row, seed, args.val_batch))
-        if s is not None and s.get("status") == "finished":
-            values.append(s[key])
-            seconds.append(s["wall_time"])
-    return values, seconds
+def collect(args, protocol, key):
+    """row -> per setting, the values of ``key`` over the finished seeds."""
+    out = {}
+    for row in ROWS:
+        out[row] = []
+        for dataset, noise in SETTINGS:
+            found = [summary(run_dir(args.out, protocol, dataset, noise, row, seed, args.val_batch))
+                     for seed in args.seeds]
+            out[row].append([s[key] for s in found if s is not None and s.get("status") == "finished"])
+    return out
 
 
 def report(args):
     sections = []
+    columns = [f"{d} {n}" for d, n in SETTINGS]
     for protocol in args.protocols:
         key = "val_acc" if protocol == "paper" else "test_acc"
         what = ("validation accuracy on the test split, which is also the validation set (the paper's protocol)"
                 if protocol == "paper" else
                 "accuracy on the untouched test split; validation = 10,000 clean training examples disjoint "
                 "from the 1000 (held-out protocol)")
-        header = "| method | " + " | ".join(f"{d} {n}" for d, n in SETTINGS) + " |"
+        val = collect(args, protocol, "val_acc")
+        total_seconds = sum(sum(v) for per_setting in collect(args, protocol, "wall_time").values()
+                            for v in per_setting)
         lines = [f"### Protocol `{protocol}`: {what}", "",
                  "Ours: mean ± 95% CI over seeds (number of seeds); `not run` where no run finished. "
                  "Detection F1 of `sigmoid(alpha) < 0.5` against the corrupted examples in the second table.", "",
-                 header, "| --- | --- | --- | --- | --- |"]
-        f1_lines = [header, "| --- | --- | --- | --- | --- |"]
-        total_seconds = 0.0
-        best = {}
-        for row in ROWS:
-            cells, f1_cells = [], []
-            for dataset, noise in SETTINGS:
-                values, seconds = collect(args, protocol, dataset, noise, row, key)
-                total_seconds += sum(seconds)
-                cells.append(fmt(*mean_ci(values)))
-                f1_cells.append(fmt(*mean_ci(collect(args, protocol, dataset, noise, row, "detect_f1")[0]), scale=1))
-                if row in GAMMAS and values:
-                    val_mean = mean_ci(collect(args, protocol, dataset, noise, row, "val_acc")[0])[0]
-                    if val_mean > best.get((dataset, noise), (None, -1))[1]:
-                        best[(dataset, noise)] = (row, val_mean, cells[-1])
-            lines.append(f"| {row} | " + " | ".join(cells) + " |")
-            f1_lines.append(f"| {row} | " + " | ".join(f1_cells) + " |")
-        lines.append("| **greedy, gamma chosen on validation** | " + " | ".join(
-            f"{best[s][2]} [{best[s][0].split()[-1]}]" if s in best else "not run" for s in SETTINGS) + " |")
-        if protocol == "paper":
-            for row, cells in PAPER.items():
-                lines.append(f"| *paper: {'Ours (gamma=0.9)' if row == 'greedy 0.9' else row}* | " + " | ".join(cells) + " |")
-        lines += ["", "Detection F1:", "", *f1_lines, "",
-                  f"Total training time of these runs: {total_seconds / 60:.1f} min (sum of `wall_time`)."]
+                 table(columns, collect(args, protocol, key), gammas={row: val[row] for row in GAMMAS},
+                       gamma_label="greedy, gamma chosen on validation",
+                       paper=paper.TABLE2 if protocol == "paper" else None),
+                 "", "Detection F1:", "", table(columns, collect(args, protocol, "detect_f1"), scale=1), "",
+                 f"Total training time of these runs: {total_seconds / 60:.1f} min (sum of `wall_time`)."]
         sections.append("\n".join(lines))
     intro = ["## Data hyper-cleaning (table 2)", "",
              f"`python bench/hyper_cleaning.py --val-batch {args.val_batch} --outer-steps {args.outer_steps} "
@@ -144,8 +126,8 @@ def pictures(args) -> list[str]:
     groups = {row: [run_dir(args.out, protocol, dataset, noise, row, s, args.val_batch) for s in args.seeds]
               for row in ROWS}
     name = f"hyper_cleaning_curves_vb{args.val_batch}.png"
-    if plot_curves(groups, "val_acc", os.path.join(ROOT, "docs", name),
-                   f"{dataset} noise {noise}, protocol {protocol}", "validation accuracy"):
+    if plot_curves({f"{dataset} noise {noise}, protocol {protocol}": groups}, "val_acc",
+                   os.path.join(ROOT, "docs", name), "validation accuracy"):
         out += ["", f"![learning curves]({name})"]
     import torch
     d = run_dir(args.out, protocol, dataset, noise, "greedy 0.9", args.seeds[0], args.val_batch)

@@ -12,7 +12,9 @@ import argparse
 import os
 import time
 
-from common import ROOT, fmt, mean_ci, plot_curves, replace_section, run_all, summary
+import paper
+from common import ROOT, plot_curves, replace_section, run_all, summary
+from tables import table
 
 ROWS = {
     "FO": ["--method", "fo"],
@@ -27,13 +29,7 @@ ROWS = {
                                                              "--step-val-batch", str(ways)],
 }
 GAMMAS = ["greedy 0.9", "greedy 0.99", "greedy 0.999"]  # the rows "gamma chosen on meta-validation" picks from
-PAPER = {
-    "FO": ["87.31 ± 1.79", "78.22 ± 1.04", "69.71 ± 0.5", "62.41 ± 1.95"],
-    "T1-T2": ["89.4 ± 0.36", "78.25 ± 1.03", "66.7 ± 3.09", "52.23 ± 1.63"],
-    "IFT(2)": ["87.1 ± 2.52", "79.36 ± 2.31", "72.57 ± 2.14", "53.62 ± 5.92"],
-    "greedy 0.9": ["93.5 ± 0.34", "86.83 ± 0.78", "80.46 ± 1.08", "66.92 ± 2.04"],
-}
-WAYS = [2, 3, 5, 10]
+WAYS = paper.TABLE3_WAYS
 
 
 def run_dir(out, ways, row, seed, tag):
@@ -77,33 +73,20 @@ def main():
 
 
 def report(args, tag):
-    header = "| method | " + " | ".join(f"{w}-way" for w in WAYS) + " |"
-    tables, total = {}, 0.0
-    for key in ("meta_val_acc", "meta_test_acc"):
-        lines = [header, "| --- | --- | --- | --- | --- |"]
-        best = {}
-        for row in ROWS:
-            cells = []
-            for ways in WAYS:
-                values = []
-                for seed in args.seeds:
-                    s = summary(run_dir(args.out, ways, row, seed, tag))
-                    if s is not None and s.get("status") == "finished":
-                        values.append(s[key])
-                        total += s["wall_time"] if key == "meta_val_acc" else 0.0
-                cells.append(fmt(*mean_ci(values)))
-                if row in GAMMAS and values:
-                    val = mean_ci([summary(run_dir(args.out, ways, row, seed, tag))["meta_val_acc"]
-                                   for seed in args.seeds if summary(run_dir(args.out, ways, row, seed, tag))])[0]
-                    if val > best.get(ways, (None, -1))[1]:
-                        best[ways] = (row, val, cells[-1])
-            lines.append(f"| {row} | " + " | ".join(cells) + " |")
-        lines.append("| **greedy, gamma chosen on meta-validation** | " + " | ".join(
-            f"{best[w][2]} [{best[w][0].split()[-1]}]" if w in best else "not run" for w in WAYS) + " |")
-        if key == "meta_val_acc":
-            for row, cells in PAPER.items():
-                lines.append(f"| *paper: {'Ours (gamma=0.9)' if row == 'greedy 0.9' else row}* | " + " | ".join(cells) + " |")
-        tables[key] = "\n".join(lines)
+    def finished(row, ways):
+        found = [summary(run_dir(args.out, ways, row, seed, tag)) for seed in args.seeds]
+        return [s for s in found if s is not None and s.get("status") == "finished"]
+
+    def values(key):
+        return {row: [[s[key] for s in finished(row, ways)] for ways in WAYS] for row in ROWS}
+
+    columns = [f"{w}-way" for w in WAYS]
+    val = values("meta_val_acc")
+    gammas = {row: val[row] for row in GAMMAS}
+    tables = {key: table(columns, values(key), gammas=gammas, gamma_label="greedy, gamma chosen on meta-validation",
+                         paper=paper.TABLE3 if key == "meta_val_acc" else None)
+              for key in ("meta_val_acc", "meta_test_acc")}
+    total = sum(s["wall_time"] for row in ROWS for ways in WAYS for s in finished(row, ways))
     text = "\n".join([
         "## Few-shot Omniglot, 1-shot (table 3)", "",
         f"`python bench/omniglot.py --outer-steps {args.outer_steps} --meta-batch {args.meta_batch} "
@@ -118,7 +101,7 @@ def report(args, tag):
     for ways in args.ways:
         name = f"omniglot_{ways}way_{tag}.png"
         groups = {row: [run_dir(args.out, ways, row, s, tag) for s in args.seeds] for row in ROWS}
-        if plot_curves(groups, "meta_val_acc", os.path.join(ROOT, "docs", name), f"Omniglot {ways}-way 1-shot",
+        if plot_curves({f"Omniglot {ways}-way 1-shot": groups}, "meta_val_acc", os.path.join(ROOT, "docs", name),
                        f"meta-validation accuracy ({args.final_eval_tasks} tasks at the end)"):
             text += f"\n\n![{ways}-way learning curves]({name})"
     replace_section(os.path.join(ROOT, "docs", "RESULTS.md"), f"omniglot_{tag}", text)

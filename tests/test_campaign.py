@@ -1,0 +1,342 @@
+"""bench/campaign.py: plans, runs that stop within their budget and add up, status and report."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+import campaign  # noqa: E402
+
+PLANS = os.path.join(ROOT, "configs", "campaign")
+PY = sys.executable
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.delenv("METAGREEDY_FAULT", raising=False)
+
+
+def write_plan(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def rows(path):
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def read(path):
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def run_campaign(*args):
+    return campaign.main(["run", *map(str, args)])
+
+
+def status_text(out, capsys):
+    capsys.readouterr()
+    assert campaign.main(["status", "--out", str(out)]) == 0
+    return capsys.readouterr().out
+
+
+# ---- plans ------------------------------------------------------------------------------------------
+
+def test_table3_plan_order_and_paths():
+    plan = campaign.load_plan(os.path.join(PLANS, "table3.yaml"))
+    assert len(plan.cells) == 5 * 8 + 3 * 7 * 5 and len({c.path for c in plan.cells}) == len(plan.cells)
+    five = ["fo", "t1-t2", "ift2", "greedy-0.9", "greedy-0.99", "greedy-0.999", "full"]
+    # seed-major: every method on seed 0 before any on seed 1
+    assert [c.path for c in plan.cells[:8]] == [f"table3/5way/{m}/seed0" for m in five] + ["table3/5way/fo/seed1"]
+    assert [c.path for c in plan.cells[35:41]] == [f"table3/5way/greedy-final-0.9/seed{s}" for s in range(5)] + \
+        ["table3/2way/fo/seed0"]
+    assert plan.cells[47].path == "table3/3way/fo/seed0" and plan.cells[54].path == "table3/10way/fo/seed0"
+    assert plan.cells[2].args == ("--config", "configs/omniglot_5way.yaml", "--dataset", "omniglot", "--seed", "0",
+                                  "--method", "ift", "--terms", "2")
+    assert plan.gammas == ["greedy 0.9", "greedy 0.99", "greedy 0.999"]
+    cfg = campaign.resolved(plan.cells[-1].args)
+    assert (cfg.task, cfg.ways, cfg.outer_steps, cfg.meta_batch, cfg.seed) == ("omniglot", 10, 2000, 16, 4)
+
+
+def test_table2_plan_covers_the_protocol():
+    plan = campaign.load_plan(os.path.join(PLANS, "table2.yaml"))
+    assert len(plan.cells) == 2 * 2 * 2 * 8 * 5
+    assert plan.cells[0].path == "table2/paper/mnist-0.3/wo-hpo/seed0"
+    assert plan.cells[-1].path == "table2/heldout/fashion_mnist-0.5/oracle/seed4"
+    configs = [campaign.resolved(c.args) for c in plan.cells]
+    assert {(c.dataset, c.noise, c.protocol) for c in configs} == {
+        (d, n, p) for d in ("mnist", "fashion_mnist") for n in (0.3, 0.5) for p in ("paper", "heldout")}
+    assert all(c.val_batch == 0 and c.task == "hyper_cleaning" and c.outer_steps == 200 for c in configs)
+    assert sum(c.oracle for c in configs) == sum(not c.hpo for c in configs) == 40
+
+
+def test_a_cells_path_depends_on_the_cell_only(tmp_path):
+    """Reordering groups, adding seeds or methods leaves every other cell's directory where it was."""
+    methods = "methods: {FO: --method fo, greedy 0.9: --method greedy --gamma 0.9}\n"
+    one = write_plan(tmp_path / "p.yaml", "name: p\ntrain: --task toy --inner-steps {T}\npath: T{T}\n" + methods
+                     + "groups:\n  - {settings: {T: [5, 10]}, methods: [FO], seeds: [0]}\n")
+    a = {c.path: c for c in campaign.load_plan(one).cells}
+    two = write_plan(tmp_path / "q.yaml", "name: p\ntrain: --task toy --inner-steps {T}\npath: T{T}\n" + methods
+                     + "groups:\n  - {settings: {T: 10}, methods: [greedy 0.9, FO], seeds: [1, 0]}\n"
+                     + "  - {settings: {T: 5}, methods: [FO], seeds: [0]}\n")
+    b = {c.path: c for c in campaign.load_plan(two).cells}
+    assert set(a) == {"p/T5/fo/seed0", "p/T10/fo/seed0"} and set(a) < set(b)
+    assert all(a[p].args == b[p].args for p in a)
+
+
+@pytest.mark.parametrize("groups,message", [
+    ("  - {methods: [SGD], seeds: [0]}\n", "unknown method 'SGD'"),
+    ("  - {methods: [FO], seeds: [0]}\n  - {methods: [FO], seeds: [0]}\n", "share the directory p/default/fo/seed0"),
+    ("  - {settings: {T: 5}, methods: [FO], seeds: [0], path: 'x{U}'}\n", "{U} is not a setting"),
+])
+def test_bad_plans_are_one_line(tmp_path, capsys, groups, message):
+    plan = write_plan(tmp_path / "p.yaml", "name: p\ntrain: --task toy\nmethods: {FO: --method fo}\ngroups:\n" + groups)
+    assert run_campaign("--plan", plan, "--budget-s", 10, "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_a_bad_flag_in_a_plan_is_found_before_anything_runs(tmp_path, capsys):
+    plan = write_plan(tmp_path / "p.yaml", "train: --task toy --gamma 3\nmethods: {g: --method greedy}\n"
+                                           "groups: [{methods: [g], seeds: [0]}]\n")
+    assert run_campaign("--plan", plan, "--budget-s", 10, "--out", tmp_path / "out") == 2
+    assert "--gamma must be in [0, 1]" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_thinned_curve_keeps_evaluations_and_the_last_row():
+    lines = [json.dumps({"step": s, "loss": 1.0, **({"val_acc": 0.5} if s % 20 == 19 else {})}) for s in range(200)]
+    kept = [json.loads(line)["step"] for line in campaign.thin(lines, 200)]
+    assert kept == sorted(set(range(0, 200, 8)) | set(range(19, 200, 20)) | {199})
+
+
+# ---- run, status, report: the smoke plan end to end -------------------------------------------------------
+
+def test_smoke_plan_runs_in_pieces_and_reports(tmp_path, capsys):
+    out, doc = tmp_path / "results", tmp_path / "tmp.md"
+    plan = os.path.join(PLANS, "smoke.yaml")
+    cells = campaign.load_plan(plan).cells
+    t0 = time.monotonic()
+    proc = subprocess.run([PY, os.path.join(ROOT, "bench", "campaign.py"), "run", "--plan", plan, "--budget-s", "30",
+                           "--parallel", "2", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert time.monotonic() - t0 < 30 + 3, proc.stdout  # the budget includes stopping the cells
+    assert run_campaign("--plan", plan, "--budget-s", 600, "--parallel", 2, "--out", out) == 0
+    text = status_text(out, capsys)
+    for cell in cells:
+        assert f"{cell.path} " in text and text.split(cell.path)[1].split()[0] == "done", text
+    assert f"{len(cells)} done, 0 diverged, 0 failed, 0 in progress, 0 not started" in text
+    assert f"{out}: " in text and " MB in " in text
+
+    assert campaign.main(["report", "--out", str(out), "--doc", str(doc)]) == 0
+    page = doc.read_text()
+    for section in ("campaign_table3", "campaign_table2"):
+        assert f"<!-- {section} -->" in page and f"<!-- /{section} -->" in page
+    assert "| greedy 0.9 | " in page and "(1 seed)" in page and "seeds 1/1]" in page
+    assert "*paper: Ours (gamma=0.9)* | 86.83 ± 0.78 |" in page  # the paper's 3-way number
+    assert "No plan with cells of this experiment" in page.split("campaign_table2")[1]
+    assert (tmp_path / "campaign_smoke.png").exists()
+
+    # results stay small: a finished cell keeps its summary, config, curve and record; the rest is kept aside
+    for cell in cells:
+        d = out / cell.path
+        assert sorted(os.listdir(d)) == ["cell.json", "config.yaml", "curve.jsonl", "summary.json"]
+        assert sum(os.path.getsize(d / f) for f in os.listdir(d)) < 20_000
+        kept = tmp_path / "runs" / "campaign" / cell.path
+        assert {"metrics.jsonl", "checkpoint.pt", "train.log"} <= set(os.listdir(kept))
+        assert len(rows(kept / "metrics.jsonl")) == read(d / "summary.json")["steps_done"]
+
+
+# ---- an interrupted cell resumes exactly ----------------------------------------------------------------------
+
+LONG = """name: long
+train: --task toy --inner-steps 10 --outer-steps 600 --checkpoint-every 200
+path: toy
+min_start_s: 1
+methods: {greedy 0.5: --method greedy --gamma 0.5}
+groups: [{methods: [greedy 0.5], seeds: [0]}]
+"""
+TIMING = {"step_time", "wall_time", "total_time"}
+
+
+def test_a_cell_stopped_by_the_budget_resumes_bit_identical(tmp_path, monkeypatch):
+    plan = write_plan(tmp_path / "long.yaml", LONG)
+    out = tmp_path / "results"
+    (cell,) = campaign.load_plan(plan).cells
+    cell_dir, kept = out / cell.path, tmp_path / "runs" / "campaign" / cell.path
+    threads = str(len(os.sched_getaffinity(0)))  # what the campaign gives its one process
+    reference = str(tmp_path / "reference")
+    straight = subprocess.Popen([PY, os.path.join(ROOT, "train.py"), *cell.args, "--run-dir", reference,
+                                 "--no-progress", "--wandb", "disabled"], cwd=ROOT, stderr=subprocess.DEVNULL,
+                                env={**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": threads})
+
+    # The interruption must not hang on timing luck: the campaign's clock jumps past the end of the
+    # budget as soon as the cell has logged 30 of its 600 outer steps, so the stop signal reaches it
+    # one poll later (0.2 s, some 50 toy steps), long before the ~2 s its remaining steps take. The
+    # grace period after the signal runs on the real clock.
+    metrics = cell_dir / "metrics.jsonl"
+    monkeypatch.setattr(campaign, "clock", lambda: time.monotonic() + (
+        1e6 if metrics.exists() and metrics.read_text().count("\n") >= 30 else 0))
+    assert run_campaign("--plan", plan, "--budget-s", 300, "--out", out) == 0
+    record = read(cell_dir / "cell.json")
+    assert record["attempts"][-1]["rc"] == 130 and record["outcome"] == "interrupted"
+    step = torch.load(cell_dir / "checkpoint.pt", weights_only=False)["step"]
+    assert 30 <= step < 600 and read(cell_dir / "summary.json")["status"] == "interrupted"
+
+    monkeypatch.setattr(campaign, "clock", time.monotonic)
+    assert run_campaign("--plan", plan, "--budget-s", 300, "--out", out) == 0
+    assert straight.wait(timeout=300) == 0
+    record = read(cell_dir / "cell.json")
+    assert [(a["outcome"], a["from_step"]) for a in record["attempts"]] == [("interrupted", 0), ("finished", step)]
+    assert not (cell_dir / "checkpoint.pt").exists()
+    a = torch.load(os.path.join(reference, "checkpoint.pt"), weights_only=False)["hparams"]
+    b = torch.load(kept / "checkpoint.pt", weights_only=False)["hparams"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda row: {k: v for k, v in row.items() if k not in TIMING}  # noqa: E731
+    assert [strip(r) for r in rows(kept / "metrics.jsonl")] == [strip(r) for r in rows(os.path.join(reference,
+                                                                                                   "metrics.jsonl"))]
+    assert strip(read(cell_dir / "summary.json")) == strip(read(os.path.join(reference, "summary.json")))
+
+
+# ---- how a cell's end is read: diverged, bad input, in use -------------------------------------------------
+
+FAKE_TRAIN = '''import json, os, sys
+args = sys.argv[1:]
+run_dir = args[args.index("--run-dir") + 1] if "--run-dir" in args else args[args.index("--resume") + 1]
+kind = args[args.index("--fake") + 1] if "--fake" in args else ""
+if kind == "locked":
+    print(f"error: run directory {run_dir} is in use by process 4242", file=sys.stderr)
+    sys.exit(2)
+if kind == "bad":
+    print("error: MNIST under ./nowhere is truncated or corrupt", file=sys.stderr)
+    sys.exit(2)
+if kind == "deaf":  # ignores the stop signal
+    import signal, time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.makedirs(run_dir, exist_ok=True)
+    open(os.path.join(run_dir, "started"), "w").close()
+    while True:
+        time.sleep(0.1)
+os.makedirs(run_dir, exist_ok=True)
+with open(os.path.join(run_dir, "metrics.jsonl"), "w") as fh:
+    fh.writelines(json.dumps({"step": s, "val_loss": 1.0}) + "\\n" for s in range(3))
+with open(os.path.join(run_dir, "summary.json"), "w") as fh:
+    json.dump({"status": "diverged", "steps_done": 3, "wall_time": 1.0}, fh)
+sys.exit(1)
+'''
+
+
+@pytest.fixture
+def fake_train(tmp_path, monkeypatch):
+    fake = tmp_path / "fake_train.py"
+    fake.write_text(FAKE_TRAIN)
+    monkeypatch.setattr(campaign, "TRAIN", str(fake))
+    monkeypatch.setattr(campaign, "resolved", lambda args: None)  # the fake flags are not train.py's
+
+
+def test_diverged_is_a_result_bad_input_fails_once_and_a_locked_cell_is_skipped(tmp_path, fake_train, capsys):
+    plan = write_plan(tmp_path / "p.yaml", "name: p\nmin_start_s: 0\ntrain: --task toy\n"
+                      "methods: {diverges: --fake diverges, bad: --fake bad, locked: --fake locked}\n"
+                      "groups: [{methods: [diverges, bad, locked], seeds: [0]}]\n")
+    out = tmp_path / "results"
+    # what an attempt stopped before its first checkpoint left: moved aside before a fresh start
+    (out / "p/default/diverges/seed0").mkdir(parents=True)
+    (out / "p/default/diverges/seed0/config.yaml").write_text("seed: 0\n")
+    assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 1  # a cell failed
+    printed = capsys.readouterr().out
+    assert "skipped p/default/locked/seed0: error: run directory" in printed
+    assert "diverged: p/default/diverges/seed0" in printed and "failed: p/default/bad/seed0" in printed
+    assert sorted(os.listdir(out / "p/default/diverges/seed0")) == ["cell.json", "curve.jsonl", "summary.json"]
+    assert read(out / "p/default/bad/seed0/cell.json")["tail"][-1].endswith("truncated or corrupt")
+    assert not (out / "p/default/locked/seed0/cell.json").exists()
+    assert (tmp_path / "runs/campaign/p/default/diverges/seed0/aborted-0/config.yaml").read_text() == "seed: 0\n"
+
+    assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 0  # the failed cell waits
+    printed = capsys.readouterr().out
+    assert "started p/default/bad" not in printed and "started p/default/locked" in printed
+    text = status_text(out, capsys)
+    assert "diverged at step 3" in text and "| error: MNIST under ./nowhere is truncated or corrupt" in text
+    assert "1 done" not in text and "1 diverged, 1 failed, 0 in progress, 1 not started" in text
+
+
+def test_a_cell_deaf_to_the_stop_signal_is_killed_after_the_grace_period(tmp_path, fake_train, monkeypatch, capsys):
+    plan = write_plan(tmp_path / "p.yaml", "name: p\nmin_start_s: 0\ntrain: --task toy\n"
+                      "methods: {deaf: --fake deaf}\ngroups: [{methods: [deaf], seeds: [0]}]\n")
+    out = tmp_path / "results"
+    started = out / "p/default/deaf/seed0/started"
+    monkeypatch.setattr(campaign, "clock", lambda: time.monotonic() + (1e6 if started.exists() else 0))
+    t0 = time.monotonic()
+    assert run_campaign("--plan", plan, "--budget-s", 60, "--grace-s", 1, "--out", out) == 0
+    assert time.monotonic() - t0 < 30
+    assert "SIGKILL p/default/deaf/seed0" in capsys.readouterr().out
+    attempt = read(out / "p/default/deaf/seed0/cell.json")["attempts"][-1]
+    assert (attempt["rc"], attempt["outcome"]) == (-9, "stopped")
+
+
+def test_no_cell_starts_without_the_budget_to_make_progress(tmp_path, fake_train, capsys):
+    plan = write_plan(tmp_path / "p.yaml", "name: p\nmin_start_s: 100\ntrain: --task toy\n"
+                      "methods: {diverges: --fake diverges}\ngroups: [{methods: [diverges], seeds: [0]}]\n")
+    assert run_campaign("--plan", plan, "--budget-s", 60, "--out", tmp_path / "results") == 0
+    assert "nothing ran; 1 left to start" in capsys.readouterr().out
+    assert not (tmp_path / "results/p/default").exists()
+
+
+# ---- the report's numbers, from hand-made cells ------------------------------------------------------------
+
+REPORTED = """name: hand
+methods: {FO: --method fo, greedy 0.9: --method greedy --gamma 0.9, greedy 0.99: --method greedy --gamma 0.99,
+          greedy 0.999: --method greedy --gamma 0.999}
+gammas: [greedy 0.9, greedy 0.99, greedy 0.999]
+groups:
+  - {train: "--task omniglot --ways {ways}", path: "{ways}way", settings: {ways: 5},
+     methods: [FO, greedy 0.9, greedy 0.99, greedy 0.999], seeds: [0, 1, 2]}
+  - {train: "--task hyper_cleaning --protocol {protocol}", path: "{protocol}", settings: {protocol: [paper, heldout]},
+     methods: [greedy 0.9, greedy 0.99], seeds: [0, 1]}
+"""
+
+
+def test_report_chooses_gamma_on_validation_with_t_intervals(tmp_path):
+    out = tmp_path / "results"
+    (out / "hand").mkdir(parents=True)
+    (out / "hand" / "plan.yaml").write_text(REPORTED)  # as a run leaves it
+
+    def cell(path, **summary):
+        (out / path).mkdir(parents=True)
+        (out / path / "summary.json").write_text(json.dumps({"status": "finished", **summary}))
+
+    for seed, v in enumerate([0.80, 0.82, 0.84]):
+        cell(f"hand/5way/greedy-0.9/seed{seed}", meta_val_acc=v, meta_test_acc=v - 0.1)
+    for seed, v in enumerate([0.85, 0.87]):
+        cell(f"hand/5way/greedy-0.99/seed{seed}", meta_val_acc=v, meta_test_acc=0.5)
+    cell("hand/5way/greedy-0.999/seed0", meta_val_acc=0.83, meta_test_acc=0.9)
+    (out / "hand/5way/greedy-0.99/seed2").mkdir()
+    torch.save({"step": 700, "config": {"outer_steps": 2000}, "elapsed": 1.0},
+               out / "hand/5way/greedy-0.99/seed2/checkpoint.pt")
+    # held-out protocol: gamma 0.99 has the higher validation accuracy and the lower test accuracy
+    for seed in (0, 1):
+        cell(f"hand/heldout/greedy-0.9/seed{seed}", val_acc=0.70, test_acc=0.80 + seed / 100, detect_f1=0.5)
+        cell(f"hand/heldout/greedy-0.99/seed{seed}", val_acc=0.75, test_acc=0.60, detect_f1=0.5)
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("# Results\n\n<!-- toy -->\nuntouched\n<!-- /toy -->\n")
+    assert campaign.main(["report", "--out", str(out), "--doc", str(doc)]) == 0
+    page = doc.read_text()
+    assert "<!-- toy -->\nuntouched\n<!-- /toy -->" in page
+    # 3 seeds: t(2) = 4.303, sd 0.02 -> 4.303 * 2 / sqrt(3) = 4.97 points; 2 seeds: t(1) = 12.706, sd 0.01414
+    assert "| greedy 0.9 | 82.00 ± 4.97 (3) |" in page and "| greedy 0.999 | 83.00 (1 seed) |" in page
+    assert "| greedy 0.99 | 86.00 ± 12.71 (2); seed 2: step 700/2000 |" in page
+    assert "| FO | not run |" in page
+    chosen = "| **greedy, gamma chosen on meta-validation** | "
+    assert chosen + "86.00 ± 12.71 (2); seed 2: step 700/2000 [0.99; seeds 3/2/1] |" in page  # meta-validation
+    assert chosen + "50.00 ± 0.00 (2); seed 2: step 700/2000 [0.99; seeds 3/2/1] |" in page  # its meta-test
+    heldout = page.split("#### Protocol `heldout`")[1]
+    assert "| **greedy, gamma chosen on validation** | 60.00 ± 0.00 (2) [0.99; seeds 2/2] |" in heldout
+    assert "| greedy 0.9 | 80.50 ± 6.35 (2) |" in heldout and "*paper:" not in heldout
+    assert "*paper: Ours (gamma=0.9)* | 80.46 ± 1.08 |" in page
