@@ -108,7 +108,7 @@ def test_a_bad_flag_in_a_plan_is_found_before_anything_runs(tmp_path, capsys):
     plan = write_plan(tmp_path / "p.yaml", "train: --task toy --gamma 3\nmethods: {g: --method greedy}\n"
                                            "groups: [{methods: [g], seeds: [0]}]\n")
     assert run_campaign("--plan", plan, "--budget-s", 10, "--out", tmp_path / "out") == 2
-    assert "--gamma must be in [0, 1]" in capsys.readouterr().err
+    assert "--gamma must be in [0.0, 1.0]" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out")
 
 
@@ -318,7 +318,10 @@ def test_report_chooses_gamma_on_validation_with_t_intervals(tmp_path):
         cell(f"hand/5way/greedy-0.99/seed{seed}", meta_val_acc=v, meta_test_acc=0.5)
     cell("hand/5way/greedy-0.999/seed0", meta_val_acc=0.83, meta_test_acc=0.9)
     (out / "hand/5way/greedy-0.99/seed2").mkdir()
-    torch.save({"step": 700, "config": {"outer_steps": 2000}, "elapsed": 1.0},
+    from metagreedy import checkpoint
+    torch.save({"format": checkpoint.FORMAT, "step": 700, "task": "omniglot",
+                "config": {"task": "omniglot", "outer_steps": 2000}, "hparams": {}, "outer_opt": {}, "rng": {},
+                "bad_steps": 0, "elapsed": 1.0, "segments": [], "task_state": {}},
                out / "hand/5way/greedy-0.99/seed2/checkpoint.pt")
     # held-out protocol: gamma 0.99 has the higher validation accuracy and the lower test accuracy
     for seed in (0, 1):
