@@ -5,5 +5,13 @@ from .optim import Optimizer, adam, sgd
 
 __version__ = "0.1.0"
 
+
+def load_run(path: str, device=None, data_root=None):
+    """A trained run rebuilt from its directory: ``.config``, ``.hparams``, ``.task``, ``.predict(...)``,
+    ``.evaluate(...)`` (see :mod:`metagreedy.evaluate`; imported here on use, as it needs the tasks)."""
+    from .evaluate import load_run as load
+    return load(path, device=device, data_root=data_root)
+
+
 __all__ = ["hypergradient", "inner_loop", "Hypergradient", "METHODS", "Bilevel", "Estimate", "Optimizer", "sgd", "adam",
-           "make_optimizer", "method_options", "NonFiniteLoss"]
+           "make_optimizer", "method_options", "NonFiniteLoss", "load_run"]

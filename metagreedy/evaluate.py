@@ -1,0 +1,141 @@
+"""Reuse a trained run: its settings, its hyperparameters and its task, rebuilt from the checkpoint.
+
+    run = metagreedy.load_run("runs/omniglot-5way1shot-greedy-seed0-...")
+    labels = run.predict(support_x, support_y, query_x)      # any number of ways and shots
+    accuracy, ci95 = run.evaluate(split="test", tasks=600)    # = summary.json's meta_test_acc
+
+    python -m metagreedy.evaluate RUN_DIR --ways 20 --shots 1   # meta-test accuracy, 20-way 1-shot
+
+The checkpoint holds everything the task needs (alpha, the fixed initialisation of the adapted
+layers, the settings); nothing is re-drawn from a random seed. Evaluating at the run's own settings
+on the device it trained on reproduces its summary exactly.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import NamedTuple, Optional
+
+import torch
+
+from . import checkpoint
+from .config import Config, UsageError, path_text
+
+
+class Score(NamedTuple):
+    accuracy: float  # mean query accuracy over the tasks
+    ci95: float  # half-width of its 95% confidence interval (Student's t)
+    tasks: int
+
+
+class Run:
+    """A trained run: ``config`` (its settings), ``facts``, ``hparams`` (alpha, by name), ``task``
+    (the experiment, rebuilt), ``step`` (outer steps done) and ``summary`` (summary.json, if any)."""
+
+    def __init__(self, path: str, config: Config, facts: dict, task, step: int, summary: Optional[dict]):
+        self.path, self.config, self.facts, self.task, self.step, self.summary = path, config, facts, task, step, summary
+
+    @property
+    def hparams(self) -> dict:
+        return {name: value.detach() for name, value in self.task.hparams.items()}
+
+    def _few_shot(self, what: str):
+        if not hasattr(self.task, "predict"):
+            raise TypeError(f"run.{what} needs a few-shot run; this one is a {self.config.task} run")
+
+    def predict(self, support_x, support_y, query_x, query_mode: str = "transductive") -> torch.Tensor:
+        """Labels (0..ways-1) for ``query_x`` after adapting to the support set as training adapted
+        (T inner steps from the run's initialisation, warp layers fixed). Images are float tensors
+        [N, 1, 28, 28] in [0, 1], ink = 1, as the task samplers and
+        ``metagreedy.data.omniglot.preprocess`` give them; any number of ways and shots (for
+        another number of ways than the run's, see ``Task.start_weights`` for the head).
+        ``query_mode="inductive"`` classifies each query without the other queries' batch-norm
+        statistics."""
+        self._few_shot("predict")
+        with torch.no_grad():
+            support_x, query_x = support_x.detach(), query_x.detach()
+        return self.task.predict(support_x, torch.as_tensor(support_y), query_x, query_mode).cpu()
+
+    def evaluate(self, split: str = "test", tasks: Optional[int] = None, ways: Optional[int] = None,
+                 shots: Optional[int] = None, queries: Optional[int] = None,
+                 query_mode: str = "transductive") -> Score:
+        """Mean query accuracy and its 95% CI over the first ``tasks`` tasks (default: the run's
+        --final-eval-tasks) of the ``validation`` or ``test`` split, at the run's ways / shots /
+        queries or others."""
+        self._few_shot("evaluate")
+        n = tasks or self.config.final_eval_tasks
+        mean, ci = self.task.score(split, n, ways, shots, queries, query_mode)
+        return Score(mean, ci, n)
+
+
+def load_run(path: str, device: Optional[str] = None, data_root: Optional[str] = None) -> Run:
+    """The run in ``path`` rebuilt from its checkpoint (read without unpickling code). ``device``:
+    cpu, cuda or None (the run's own setting); ``data_root``: where this machine has the data, if
+    not where the run read it."""
+    import tasks
+
+    payload = checkpoint.load(path)
+    settings = dict(payload["config"])
+    if data_root is not None and "data_root" in settings:
+        settings["data_root"] = data_root
+    cfg = Config(settings)
+    want = device or cfg.device
+    if want == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device cuda: no CUDA GPU is available here")
+    dev = torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
+    torch.manual_seed(cfg.seed)
+    task = tasks.load(cfg.task).Task(cfg, dev, getattr(torch, cfg.dtype))
+    stored = payload["hparams"]
+    if sorted(stored) != sorted(task.hparams):
+        raise checkpoint.CheckpointError(f"checkpoint in {path_text(path)} does not match its task's hyperparameters")
+    with torch.no_grad():
+        for name, value in stored.items():
+            task.hparams[name].copy_(value)
+    task.load_state(payload["task_state"])
+    summary = None
+    if os.path.exists(os.path.join(path, "summary.json")):
+        import json
+        with open(os.path.join(path, "summary.json")) as fh:
+            summary = json.load(fh)
+    return Run(path, cfg, payload.get("facts", {}), task, payload["step"], summary)
+
+
+def main(argv=None) -> int:
+    from .data import DataError
+    p = argparse.ArgumentParser(prog="python -m metagreedy.evaluate",
+                                description="Score a trained few-shot run on new episodes of its meta-validation or "
+                                            "meta-test split, at its own or another number of ways and shots.")
+    p.add_argument("run_dir", help="a run directory (with checkpoint.pt)")
+    p.add_argument("--split", choices=("test", "validation"), default="test")
+    p.add_argument("--ways", type=int, help="classes per task (default: the run's)")
+    p.add_argument("--shots", type=int, help="support examples per class (default: the run's)")
+    p.add_argument("--queries", type=int, help="query examples per class (default: the run's)")
+    p.add_argument("--tasks", type=int, help="tasks to average over (default: the run's --final-eval-tasks)")
+    p.add_argument("--query-mode", choices=("transductive", "inductive", "both"), default="transductive",
+                   help="transductive: the queries of a task are one batch (as in training); inductive: each query "
+                        "is classified with the support images only, without the other queries' batch-norm statistics")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: the run's setting")
+    p.add_argument("--data-root", help="where the data is on this machine (default: the run's)")
+    args = p.parse_args(argv)
+    try:
+        for name in ("ways", "shots", "queries", "tasks"):
+            if getattr(args, name) is not None and getattr(args, name) < 1:
+                raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
+        run = load_run(args.run_dir, args.device, args.data_root)
+        run._few_shot("evaluate")
+        cfg = run.config
+        ways, shots, queries = args.ways or cfg.ways, args.shots or cfg.shots, args.queries or cfg.queries
+        modes = ("transductive", "inductive") if args.query_mode == "both" else (args.query_mode,)
+        for mode in modes:
+            score = run.evaluate(args.split, args.tasks, ways, shots, queries, mode)
+            print(f"meta-{args.split} accuracy, {ways}-way {shots}-shot, {queries} queries per class, {score.tasks} "
+                  f"tasks, {mode}: {100 * score.accuracy:.2f} ± {100 * score.ci95:.2f}%")
+    except (UsageError, DataError, checkpoint.CheckpointError, TypeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

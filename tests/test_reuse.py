@@ -1,0 +1,123 @@
+"""A trained run reused in three lines: load_run rebuilds it from its checkpoint alone, evaluate
+reproduces its summary exactly, predict adapts to episodes of any number of ways and shots, and
+python -m metagreedy.evaluate scores it on the meta-test split."""
+import json
+import os
+
+import pytest
+import torch
+
+import metagreedy
+import tasks
+import train
+from metagreedy import checkpoint
+from metagreedy.data import synthetic_alphabet
+from metagreedy.evaluate import main as evaluate_main
+from metagreedy.models import linear_init
+
+RUN = ["--dataset", "synthetic", "--ways", "3", "--shots", "1", "--queries", "3", "--meta-batch", "2",
+       "--inner-steps", "2", "--outer-steps", "4", "--eval-every", "2", "--eval-tasks", "3", "--final-eval-tasks",
+       "6", "--dtype", "float64", "--no-progress", "--wandb", "disabled"]
+
+
+@pytest.fixture(scope="module")
+def alphabets():
+    return synthetic_alphabet(40), synthetic_alphabet(24, seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, alphabets):
+    """A finished 3-way Omniglot run on a small synthetic alphabet (the loader is swapped for it in
+    training and in reuse alike), trained once for the module."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WANDB_MODE", "disabled")
+        patch.setattr(tasks.load("omniglot"), "load_alphabets", lambda name, root: alphabets)
+        path = str(tmp_path_factory.mktemp("reuse") / "run")
+        assert train.main(RUN + ["--run-dir", path]) == 0
+        with open(os.path.join(path, "summary.json")) as fh:
+            yield path, json.load(fh)
+
+
+def test_evaluate_reproduces_the_summary_exactly(trained):
+    path, summary = trained
+    run = metagreedy.load_run(path)
+    assert run.config.ways == 3 and run.step == 4 and run.summary == summary
+    assert sorted(run.hparams) == ["warp2.0.weight", "warp4.0.weight", "warp6.0.weight"]
+    test = run.evaluate(split="test")
+    assert (test.accuracy, test.ci95, test.tasks) == (summary["meta_test_acc"], summary["meta_test_ci95"], 6)
+    val = run.evaluate(split="validation", tasks=6)
+    assert (val.accuracy, val.ci95) == (summary["meta_val_acc"], summary["meta_val_ci95"])
+
+
+def test_nothing_is_redrawn_the_initialisation_comes_from_the_checkpoint(trained):
+    path, _ = trained
+    stored = checkpoint.load(path)["task_state"]["w0"]
+    torch.manual_seed(12345)  # whatever the global generator holds
+    run = metagreedy.load_run(path)
+    for name, value in stored.items():
+        assert torch.equal(run.task.w0[name].cpu(), value), name
+    for name, value in checkpoint.load(path)["hparams"].items():
+        assert torch.equal(run.hparams[name], value)
+
+
+def test_predict_adapts_as_training_did_and_takes_any_ways_and_shots(trained, alphabets):
+    path, _ = trained
+    run = metagreedy.load_run(path)
+    episode = run.task.test_tasks[0]
+    labels = run.predict(episode.support_x, episode.support_y, episode.query_x)
+    accuracy = (labels == episode.query_y).double().mean().item()
+    assert accuracy == run.task.accuracy(run.task.test_tasks, 1)[0]
+    from metagreedy.data import FewShotTasks
+    seven = FewShotTasks(alphabets[1], ways=7, shots=2, queries=3, seed=5)[0]  # 7-way 2-shot on a 3-way run
+    first = run.predict(seven.support_x, seven.support_y, seven.query_x)
+    assert first.shape == (21,) and first.min() >= 0 and first.max() <= 6
+    assert torch.equal(first, run.predict(seven.support_x, seven.support_y, seven.query_x))
+    # the documented head rule for another number of ways: nn.Linear's initialisation keyed by (seed, ways)
+    weight, bias = linear_init(288, 7, run.config.seed)
+    assert torch.equal(run.task.start_weights(7)["head.weight"], weight.double())
+    assert torch.equal(run.task.start_weights(3)["head.weight"], run.task.w0["head.weight"])
+    with pytest.raises(ValueError, match="labels 0..ways-1"):
+        run.predict(seven.support_x, seven.support_y + 1, seven.query_x)
+
+
+def test_inductive_queries_do_not_depend_on_each_other(trained):
+    path, _ = trained
+    run = metagreedy.load_run(path)
+    ep = run.task.test_tasks[1]
+    together = run.predict(ep.support_x, ep.support_y, ep.query_x, query_mode="inductive")
+    alone = torch.cat([run.predict(ep.support_x, ep.support_y, ep.query_x[i:i + 1], query_mode="inductive")
+                       for i in range(len(ep.query_x))])
+    assert torch.equal(together, alone)
+    scores = {mode: run.evaluate(tasks=2, query_mode=mode) for mode in ("transductive", "inductive")}
+    assert all(0 <= s.accuracy <= 1 for s in scores.values())
+
+
+def test_the_command_line_scores_the_meta_test_split(trained, capsys):
+    path, summary = trained
+    assert evaluate_main([path, "--tasks", "6"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line == (f"meta-test accuracy, 3-way 1-shot, 3 queries per class, 6 tasks, transductive: "
+                    f"{100 * summary['meta_test_acc']:.2f} ± {100 * summary['meta_test_ci95']:.2f}%")
+    assert evaluate_main([path, "--ways", "5", "--shots", "2", "--tasks", "2", "--query-mode", "both"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and "5-way 2-shot" in lines[0] and lines[1].endswith("%") and "inductive" in lines[1]
+
+
+@pytest.mark.parametrize("args,message", [(["--ways", "0"], "--ways must be at least 1"),
+                                          (["--ways", "30"], "30-way tasks need 30 classes")])
+def test_bad_requests_are_one_line(trained, capsys, args, message):
+    path, _ = trained
+    assert evaluate_main([path, *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_a_run_of_another_task_says_what_it_cannot_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    path = str(tmp_path / "toy")
+    assert train.main(["--task", "toy", "--outer-steps", "2", "--no-progress", "--run-dir", path]) == 0
+    run = metagreedy.load_run(path)
+    assert run.config.task == "toy" and torch.equal(run.hparams["alpha"], checkpoint.load(path)["hparams"]["alpha"])
+    with pytest.raises(TypeError, match="needs a few-shot run; this one is a toy run"):
+        run.evaluate()
+    assert evaluate_main([path]) == 2 and "few-shot" in capsys.readouterr().err
