@@ -1,5 +1,20 @@
+import os
+
 import pytest
 import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_data_cache(tmp_path_factory):
+    """The synthetic alphabet and decoded Omniglot are cached on disk (metagreedy/data/cache.py).
+    The suite uses a cache of its own, shared by its train.py subprocesses through the environment,
+    so it neither reads nor fills the user's; set METAGREEDY_CACHE to reuse one across runs."""
+    if os.environ.get("METAGREEDY_CACHE"):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("METAGREEDY_CACHE", str(tmp_path_factory.mktemp("metagreedy-cache")))
+        yield
 
 
 @pytest.fixture(autouse=True)
