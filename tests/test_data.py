@@ -219,18 +219,22 @@ def fresh_cache(tmp_path, monkeypatch):
     cache.clear_memo()
 
 
-@pytest.fixture
-def draws(monkeypatch):
-    """Counts how often the synthetic alphabet is drawn (rather than read from a cache)."""
-    calls = []
-    real = synthetic._draw
+def count_calls(monkeypatch, module, name):
+    """Wraps ``module.name`` so that its calls are recorded in the returned list."""
+    calls, real = [], getattr(module, name)
 
     def counted(*args):
         calls.append(args)
         return real(*args)
 
-    monkeypatch.setattr(synthetic, "_draw", counted)
+    monkeypatch.setattr(module, name, counted)
     return calls
+
+
+@pytest.fixture
+def draws(monkeypatch):
+    """How often the synthetic alphabet is drawn (rather than read from a cache)."""
+    return count_calls(monkeypatch, synthetic, "_draw")
 
 
 def cache_files(folder):
@@ -354,16 +358,8 @@ def write_drawing(path, gen):
 
 @pytest.fixture
 def decodes(monkeypatch):
-    """Counts how often Omniglot is decoded from its PNGs (rather than read from a cache)."""
-    calls = []
-    real = omniglot_module._decode
-
-    def counted(*args):
-        calls.append(args)
-        return real(*args)
-
-    monkeypatch.setattr(omniglot_module, "_decode", counted)
-    return calls
+    """How often Omniglot is decoded from its PNGs (rather than read from a cache)."""
+    return count_calls(monkeypatch, omniglot_module, "_decode")
 
 
 def test_omniglot_is_decoded_once_then_read_from_the_cache(tmp_path, fresh_cache, decodes):
