@@ -70,7 +70,7 @@ def write(path: str, ident: str, tensor: Tensor, meta: dict) -> bool:
     dtype = next((name for name, d in DTYPES.items() if d == tensor.dtype), None)
     if dtype is None:
         raise TypeError(f"cache: unsupported dtype {tensor.dtype}")
-    payload = memoryview(tensor.detach().cpu().contiguous().numpy()).cast("B")
+    payload = tensor.detach().cpu().contiguous().numpy().reshape(-1).view("uint8")  # its bytes, not a copy
     header = {"key": ident, "dtype": dtype, "shape": list(tensor.shape),
               "sha256": hashlib.sha256(payload).hexdigest(), "meta": meta}
     directory = os.path.dirname(path)
