@@ -1,8 +1,7 @@
-"""Tiny bilevel problems for the tests, each as (train_loss, val_loss, params, hparams), and an
-independent reference: explicit Jacobians with torch.autograd.functional, no metagreedy code."""
+"""Tiny bilevel problems for the tests, each as (train_loss, val_loss, params, hparams); the
+references they are checked against are in references.py."""
 import torch
 import torch.nn.functional as F
-from torch.autograd.functional import jacobian
 
 TOY_G = torch.tensor([1.0, 0.5], dtype=torch.float64)
 
@@ -71,76 +70,18 @@ def mlp(gen, d=3, hidden=5):
     return train_loss, val_loss, params, hparams
 
 
-# ---- the independent reference: explicit Jacobians of a flat-vector momentum SGD -------------
-
-def _flat(ts):
-    return torch.cat([t.reshape(-1) for t in ts])
-
-
-def _unflat(vec, like):
-    out, i = [], 0
-    for t in like:
-        out.append(vec[i:i + t.numel()].reshape(t.shape))
-        i += t.numel()
-    return out
+def learned_lr(gen):
+    """The quadratic with the inner learning rate as a second hyperparameter (hparams[1], a scalar)."""
+    train_loss, val_loss, params, hparams = quadratic(gen)
+    lr = torch.tensor(0.05, requires_grad=True)
+    return (lambda w, a: train_loss(w, a[:1]), lambda w, a: val_loss(w, a[:1]) + a[1] ** 2, params,
+            [hparams[0], lr])
 
 
-class Flat:
-    """A problem on flat vectors w (P,), alpha (H,) with structure restored for the losses."""
+PROBLEMS = {"quadratic": quadratic, "weighted_logreg": weighted_logreg, "mlp": mlp}
 
-    def __init__(self, train_loss, val_loss, params, hparams):
-        self.wrap_w = (lambda l: dict(zip(params, l))) if isinstance(params, dict) else (lambda l: l)
-        self.wrap_a = (lambda l: dict(zip(hparams, l))) if isinstance(hparams, dict) else (lambda l: l)
-        self.w_like = list(params.values()) if isinstance(params, dict) else list(params)
-        self.a_like = list(hparams.values()) if isinstance(hparams, dict) else list(hparams)
-        self.tl, self.vl = train_loss, val_loss
-        self.w0, self.a0 = _flat(self.w_like).detach(), _flat(self.a_like).detach()
 
-    def train(self, w, a):
-        return self.tl(self.wrap_w(_unflat(w, self.w_like)), self.wrap_a(_unflat(a, self.a_like)))
-
-    def val(self, w, a):
-        return self.vl(self.wrap_w(_unflat(w, self.w_like)), self.wrap_a(_unflat(a, self.a_like)))
-
-    def g(self, w, a):
-        return torch.autograd.grad(self.train(w, a), w, create_graph=True)[0]
-
-    def phi(self, w, v, a, lr, momentum):
-        """One momentum SGD step on flat vectors, differentiable in all three inputs."""
-        v = momentum * v + self.g(w, a)
-        return w - lr * v, v
-
-    def unroll(self, a, T, lr, momentum):
-        w, v = self.w0.clone().requires_grad_(), torch.zeros_like(self.w0)
-        traj = [w]
-        for _ in range(T):
-            w, v = self.phi(w, v, a, lr, momentum)
-            traj.append(w)
-        return traj
-
-    def exact(self, T, lr, momentum):
-        """d val_loss(w_T(alpha), alpha) / d alpha from the full Jacobian dw_T/dalpha."""
-        f = lambda a: self.val(self.unroll(a, T, lr, momentum)[-1], a)  # noqa: E731
-        return jacobian(f, self.a0)
-
-    def greedy(self, T, lr, momentum, gamma, final=False, step_val=None):
-        """Equation 6 with B_t = dPhi(w_{t-1}, v_{t-1}, alpha)/dalpha as an explicit P x H matrix;
-        ``step_val(w, alpha, t)`` (flat) in place of the validation loss in the terms t < T."""
-        a0 = self.a0
-        w, v = self.w0.clone(), torch.zeros_like(self.w0)
-        ws, Bs = [], []
-        for _ in range(T):
-            wd, vd = w.detach(), v.detach()
-            Bs.append(jacobian(lambda a: self.phi(wd.requires_grad_(), vd, a, lr, momentum)[0], a0))
-            with torch.enable_grad():
-                w, v = self.phi(wd.requires_grad_(), vd, a0, lr, momentum)
-            w, v = w.detach(), v.detach()
-            ws.append(w)
-        gval = lambda w_: jacobian(lambda x: self.val(x, a0), w_)  # noqa: E731
-        total = jacobian(lambda a: self.val(ws[-1], a), a0)
-        for t in range(T):
-            u = gval(ws[-1]) if final else gval(ws[t])
-            if step_val is not None and t + 1 < T:
-                u = jacobian(lambda x: step_val(x, a0, t + 1), ws[t])
-            total = total + gamma ** (T - 1 - t) * (u @ Bs[t])
-        return total
+def flat(tree):
+    """A tensor, list/tuple or dict of tensors as one vector (hypergradients, to compare with references)."""
+    leaves = tree.values() if isinstance(tree, dict) else (tree if isinstance(tree, (list, tuple)) else [tree])
+    return torch.cat([t.reshape(-1) for t in leaves])

@@ -1,22 +1,29 @@
-"""Task samplers, the synthetic alphabet, Omniglot and MNIST loaders, label corruption."""
+"""Task samplers, the synthetic alphabet, Omniglot and MNIST loaders, their cache, label corruption."""
+import json
 import os
+import pickle
 
 import pytest
 import torch
 
-from metagreedy.data import DataError, FewShotTasks, get_tasksets, synthetic_alphabet
+from metagreedy.data import DataError, FewShotTasks, cache, get_tasksets, synthetic, synthetic_alphabet
+from metagreedy.data import omniglot as omniglot_module
 from metagreedy.data.cleaning import corrupt
 from metagreedy.data.fewshot import split_classes
 from metagreedy.rng import keyed_generator
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 HAVE_OMNIGLOT = os.path.isdir(os.path.join(SHARED, "omniglot-py", "images_background"))
-HAVE_MNIST = os.path.isdir(os.path.join(SHARED, "MNIST", "raw"))
+MNIST_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 
 
 @pytest.fixture(scope="module")
 def images():
     return synthetic_alphabet(60)
+
+
+def same_episode(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 def test_synthetic_alphabet_is_deterministic_and_class_structured(images):
@@ -35,8 +42,7 @@ def test_task_is_a_function_of_seed_and_index(images):
     a = FewShotTasks(images, ways=5, shots=2, queries=3, seed=7)
     b = FewShotTasks(images, ways=5, shots=2, queries=3, seed=7)
     for i in (0, 3, 1000):
-        for x, y in zip(a[i], b[i]):
-            assert torch.equal(x, y)
+        assert same_episode(a[i], b[i])
     assert not torch.equal(a[0].support_x, a[1].support_x)
     assert not torch.equal(a[0].support_x, FewShotTasks(images, 5, 2, 3, seed=8)[0].support_x)
     # sample() walks the sequence; drawing order does not change task i
@@ -68,7 +74,9 @@ def test_finite_endless_indexing_and_iteration(images):
     with pytest.raises(TypeError):
         len(endless)
     it = iter(endless)
-    assert all(next(it) is not None for _ in range(10))
+    for i in range(10):  # iteration walks tasks 0, 1, 2, ... of the seed, as indexing gives them
+        assert same_episode(next(it), endless[i])
+    assert all(same_episode(a, finite[i]) for i, a in enumerate(finite))
 
 
 def test_sampler_rejects_impossible_tasks(images):
@@ -84,15 +92,21 @@ def test_rotations_add_rotated_classes(images):
     tasks = FewShotTasks(images[:2], ways=8, shots=1, queries=1, rotations=True, seed=0)
     assert tasks.n_classes == 8
     ep = tasks[0]
-    xs = ep.support_x[:, 0]
-    # all 8 classes are the 2 base classes under 4 rotations: rotating back brings each to a base class
-    assert len({tuple(x.flatten().round(decimals=3).tolist()) for x in xs}) == 8
+    drawings = images[:2].float() / 255  # [2, 20, 28, 28]
+    found = set()
+    for x in ep.support_x[:, 0]:  # rotating each back by some quarter turn gives a drawing of a base class
+        matches = {(base, r) for r in range(4) for base in range(2)
+                   if any(torch.equal(torch.rot90(x, -r, dims=(-2, -1)), d) for d in drawings[base])}
+        assert len(matches) == 1, matches
+        found |= matches
+    assert found == {(base, r) for base in range(2) for r in range(4)}, "8 classes: 2 drawings x 4 rotations"
 
 
 def test_splits_are_disjoint_and_stable():
     train, val = split_classes(964, 0.2)
     assert len(val) == 193 and len(train) == 771
     assert not set(train.tolist()) & set(val.tolist())
+    assert sorted(train.tolist() + val.tolist()) == list(range(964))
     assert torch.equal(val, split_classes(964, 0.2)[1])
 
 
@@ -100,6 +114,8 @@ def test_synthetic_tasksets_split_like_omniglot():
     train, val, test = get_tasksets("synthetic", 5, 1, 2, synthetic_classes=(50, 20))
     assert train.n_classes == 40 and val.n_classes == 10 and test.n_classes == 20
     assert not set(train.base.tolist()) & set(val.base.tolist())
+    alphabet = synthetic_alphabet(70)  # background: its first 50 classes; evaluation: the last 20
+    assert torch.equal(train.images, alphabet[:50]) and torch.equal(test.images, alphabet[50:])
 
 
 def test_corruption_rate_determinism_and_always_wrong():
@@ -132,22 +148,18 @@ def test_corrupt_omniglot_file_is_named(tmp_path):
         load_omniglot(str(tmp_path))
 
 
-@pytest.mark.skipif(not HAVE_OMNIGLOT, reason="real Omniglot not found at ../shared/data/omniglot-py")
-def test_real_omniglot_loads_sorted():
-    from metagreedy.data.omniglot import load_omniglot
-    images, names = load_omniglot(SHARED, background=False)
-    assert images.shape == (659, 20, 28, 28)
-    assert names == sorted(names) and names[0].startswith("Angelic/")
-    assert images.float().mean() < 60  # mostly background (0), ink = 255
+# the published class counts of the 10,000 test images
+TEST_COUNTS = {"mnist": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009], "fashion_mnist": [1000] * 10}
 
 
-@pytest.mark.skipif(not HAVE_MNIST, reason="real MNIST not found at ../shared/data/MNIST")
-@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+@pytest.mark.parametrize("name", sorted(MNIST_FOLDERS))
 def test_real_mnist_loads(name):
     from metagreedy.data.cleaning import load_split
+    if not os.path.isdir(os.path.join(SHARED, MNIST_FOLDERS[name], "raw")):
+        pytest.skip(f"real {MNIST_FOLDERS[name]} not found under ../shared/data")
     x, y = load_split(name, SHARED, train=False)
-    assert x.shape == (10000, 1, 28, 28) and 0 <= x.min() and x.max() <= 1
-    assert torch.equal(y.bincount(), torch.bincount(y, minlength=10))
+    assert x.shape == (10000, 1, 28, 28) and x.min() == 0 and x.max() == 1
+    assert y.bincount(minlength=10).tolist() == TEST_COUNTS[name]
 
 
 def test_truncated_mnist_is_detected(tmp_path):
@@ -159,3 +171,254 @@ def test_truncated_mnist_is_detected(tmp_path):
         (raw / name).write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 20)
     with pytest.raises(DataError):
         load_split("mnist", str(tmp_path), train=False)
+
+
+# ---- the synthetic alphabet: drawn in batches, exactly as one class at a time ----------------------
+
+def draw_class_alone(gen, size, drawings):
+    """The alphabet's first implementation, one class at a time through torch.cdist: the reference
+    that the batched drawing must reproduce bit for bit."""
+    curve, width = synthetic._strokes(gen, drawings)
+    axis = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)[:, [1, 0]]
+    dist = torch.cdist(grid.expand(drawings, -1, -1), curve).min(-1).values
+    ink = ((width - dist) / (1.0 / size) + 0.5).clamp(0, 1)
+    return (255 * ink).round().to(torch.uint8).reshape(drawings, size, size)
+
+
+@pytest.mark.parametrize("seed, size, chunk", [(0, 28, 3), (5, 20, synthetic.CHUNK)])
+def test_batched_drawing_is_bit_identical_to_one_class_at_a_time(seed, size, chunk, monkeypatch):
+    """With a chunk of 3, each stroke count has several batches, full and partial."""
+    monkeypatch.setattr(synthetic, "CHUNK", chunk)
+    classes = 20
+    strokes = {synthetic._strokes(keyed_generator(seed, c), 20)[0].shape[1] // synthetic.POINTS for c in range(classes)}
+    assert strokes == {1, 2, 3, 4}, "every stroke count, so every batch shape, is compared"
+    want = torch.stack([draw_class_alone(keyed_generator(seed, c), size, 20) for c in range(classes)])
+    assert torch.equal(synthetic._draw(classes, seed, size), want)
+
+
+def test_drawing_leaves_the_thread_count_as_it_was():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # not 1, which the drawing itself uses (and the suite may run with)
+    try:
+        synthetic._draw(3, 0, 28)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+# ---- the on-disk cache ---------------------------------------------------------------------------
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty cache directory and no in-process copies; the folder is returned."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("METAGREEDY_CACHE", str(folder))
+    cache.clear_memo()
+    yield folder
+    cache.clear_memo()
+
+
+def count_calls(monkeypatch, module, name):
+    """Wraps ``module.name`` so that its calls are recorded in the returned list."""
+    calls, real = [], getattr(module, name)
+
+    def counted(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+@pytest.fixture
+def draws(monkeypatch):
+    """How often the synthetic alphabet is drawn (rather than read from a cache)."""
+    return count_calls(monkeypatch, synthetic, "_draw")
+
+
+def cache_files(folder):
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("METAGREEDY_CACHE", str(tmp_path / "mine"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.cache_dir() == str(tmp_path / "mine")
+    monkeypatch.delenv("METAGREEDY_CACHE")
+    assert cache.cache_dir() == str(tmp_path / "xdg" / "metagreedy")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache.cache_dir() == str(tmp_path / "home" / ".cache" / "metagreedy")
+
+
+def test_alphabet_is_drawn_once_then_read_from_memory_and_disk(fresh_cache, draws):
+    first = synthetic_alphabet(9, seed=2)
+    assert len(draws) == 1 and len(cache_files(fresh_cache)) == 1, "one file, no temporary left behind"
+    assert torch.equal(synthetic_alphabet(9, seed=2), first) and len(draws) == 1  # from memory
+    cache.clear_memo()
+    assert torch.equal(synthetic_alphabet(9, seed=2), first) and len(draws) == 1  # from disk
+    assert torch.equal(first, synthetic._draw(9, 2, 28))
+
+
+def test_every_input_of_the_drawing_is_in_the_key(fresh_cache, draws, monkeypatch):
+    synthetic_alphabet(4)
+    for kwargs in ({"classes": 5}, {"classes": 4, "seed": 1}, {"classes": 4, "size": 20}):
+        synthetic_alphabet(**kwargs)
+    monkeypatch.setattr(synthetic, "GENERATOR_VERSION", synthetic.GENERATOR_VERSION + 1)
+    cache.clear_memo()
+    synthetic_alphabet(4)
+    assert len(draws) == 5 and len(cache_files(fresh_cache)) == 5
+
+
+def test_callers_get_their_own_copy(fresh_cache):
+    want = synthetic._draw(6, 0, 28)
+    synthetic_alphabet(6).zero_()  # a caller writing in place into what it was given...
+    assert torch.equal(synthetic_alphabet(6), want)  # ...changes nothing for the next (from memory)
+    cache.clear_memo()
+    synthetic_alphabet(6).zero_()
+    assert torch.equal(synthetic_alphabet(6), want)  # nor from disk
+
+
+def damage(path, how):
+    data = path.read_bytes()
+    header_end = data.index(b"\n", len(cache.MAGIC)) + 1
+    if how == "truncated":
+        path.write_bytes(data[:-100])
+    elif how == "longer":
+        path.write_bytes(data + b"\x00")
+    elif how == "flipped byte":
+        path.write_bytes(data[:-50] + bytes([data[-50] ^ 1]) + data[-49:])
+    elif how == "garbage header":
+        path.write_bytes(cache.MAGIC + b"{not json\n" + data[header_end:])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "another shape":  # intact and checksummed, but not the expected [classes, 20, size, size]
+        ident = [line for line in data.split(b"\n") if line.startswith(b"{")][0]
+        cache.write(str(path), json.loads(ident)["key"], torch.zeros(3, 20, 28, 28, dtype=torch.uint8), {})
+
+
+@pytest.mark.parametrize("how", ["truncated", "longer", "flipped byte", "garbage header", "empty", "another shape"])
+def test_a_damaged_cache_file_is_redrawn_and_replaced(fresh_cache, draws, how):
+    want = synthetic_alphabet(7)
+    (path,) = fresh_cache.iterdir()
+    damage(path, how)
+    cache.clear_memo()
+    assert torch.equal(synthetic_alphabet(7), want) and len(draws) == 2
+    cache.clear_memo()
+    assert torch.equal(synthetic_alphabet(7), want) and len(draws) == 2, "the rewritten file is read"
+
+
+def test_a_pickle_in_the_cache_is_never_loaded(fresh_cache, draws, tmp_path):
+    """Reading the cache parses a JSON header and copies bytes: a pickle planted at the path (which
+    would create a file if unpickled) is treated as damage, not executed."""
+    want = synthetic_alphabet(3)
+    (path,) = fresh_cache.iterdir()
+    marker = tmp_path / "executed"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path.write_bytes(pickle.dumps(Payload()))
+    cache.clear_memo()
+    assert torch.equal(synthetic_alphabet(3), want) and len(draws) == 2
+    assert not marker.exists()
+
+
+def test_an_unwritable_cache_only_costs_time(tmp_path, monkeypatch, draws):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("METAGREEDY_CACHE", str(blocker / "cache"))  # cannot be created, even by root
+    cache.clear_memo()
+    first = synthetic_alphabet(4)
+    cache.clear_memo()
+    assert torch.equal(synthetic_alphabet(4), first) and len(draws) == 2 and blocker.read_text() == ""
+    cache.clear_memo()
+
+
+# ---- Omniglot: decoded once, cached under a fingerprint of its files -------------------------------
+
+def write_omniglot(root, characters=2, seed=0):
+    """A tiny Omniglot in torchvision's layout: 105x105 one-bit PNGs, 20 drawings a character."""
+    gen = torch.Generator().manual_seed(seed)
+    for part in ("background", "evaluation"):
+        for c in range(characters):
+            folder = root / "omniglot-py" / f"images_{part}" / "Alpha" / f"character{c + 1:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for d in range(20):
+                write_drawing(folder / f"{c + 1:04d}_{d + 1:02d}.png", gen)
+
+
+def write_drawing(path, gen):
+    from PIL import Image
+    pixels = (torch.rand(105, 105, generator=gen) < 0.9).to(torch.uint8) * 255  # white paper, dark ink
+    Image.fromarray(pixels.numpy(), mode="L").convert("1").save(path)
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """How often Omniglot is decoded from its PNGs (rather than read from a cache)."""
+    return count_calls(monkeypatch, omniglot_module, "_decode")
+
+
+def test_omniglot_is_decoded_once_then_read_from_the_cache(tmp_path, fresh_cache, decodes):
+    write_omniglot(tmp_path)
+    images, names = omniglot_module.load_omniglot(str(tmp_path))
+    assert images.shape == (2, 20, 28, 28) and names == ["Alpha/character01", "Alpha/character02"]
+    cache.clear_memo()
+    again, names_again = omniglot_module.load_omniglot(str(tmp_path))
+    assert torch.equal(again, images) and names_again == names and len(decodes) == 1
+    omniglot_module.load_omniglot(str(tmp_path), background=False)
+    omniglot_module.load_omniglot(str(tmp_path), size=20)
+    assert len(decodes) == 3, "the other folder and another size are other entries"
+
+
+@pytest.mark.parametrize("change", ["rewrite a drawing", "add a character", "rename a character"])
+def test_a_changed_omniglot_folder_is_decoded_again(tmp_path, fresh_cache, decodes, change):
+    write_omniglot(tmp_path)
+    before, before_names = omniglot_module.load_omniglot(str(tmp_path))
+    character = tmp_path / "omniglot-py" / "images_background" / "Alpha" / "character02"
+    if change == "rewrite a drawing":
+        write_drawing(character / "0002_05.png", torch.Generator().manual_seed(99))
+    elif change == "add a character":
+        write_omniglot(tmp_path, characters=3)
+    else:
+        character.rename(character.with_name("character09"))
+    images, names = omniglot_module.load_omniglot(str(tmp_path))
+    assert len(decodes) == 2
+    fresh, fresh_names = omniglot_module._decode(str(tmp_path), True, 28)
+    assert fresh_names != before_names or not torch.equal(fresh, before), "the change shows in the images"
+    assert torch.equal(images, fresh) and names == fresh_names
+
+
+def test_a_drawing_gone_missing_is_reported_not_served_from_the_cache(tmp_path, fresh_cache):
+    write_omniglot(tmp_path)
+    omniglot_module.load_omniglot(str(tmp_path))
+    (tmp_path / "omniglot-py" / "images_background" / "Alpha" / "character01" / "0001_03.png").unlink()
+    with pytest.raises(DataError, match="has 19 drawings"):
+        omniglot_module.load_omniglot(str(tmp_path))
+
+
+def decode_by_hand(path, size=28):
+    """An independent decoding of one drawing: grey, Lanczos-resized, inverted (ink = 255)."""
+    from PIL import Image
+    with Image.open(path) as im:
+        small = im.convert("L").resize((size, size), Image.LANCZOS)
+        return 255 - torch.tensor(list(small.getdata()), dtype=torch.uint8).view(size, size)
+
+
+@pytest.mark.skipif(not HAVE_OMNIGLOT, reason="real Omniglot not found at ../shared/data/omniglot-py")
+def test_real_omniglot_loads_sorted_and_its_cache_is_bit_identical(fresh_cache, decodes):
+    images, names = omniglot_module.load_omniglot(SHARED, background=False)
+    assert images.shape == (659, 20, 28, 28) and len(decodes) == 1
+    assert names == sorted(names) and names[0].startswith("Angelic/")
+    assert images.float().mean() < 60  # mostly background (0), ink = 255
+    folder = os.path.join(SHARED, "omniglot-py", "images_evaluation")
+    for c in (0, 658):
+        files = sorted(os.listdir(os.path.join(folder, names[c])))
+        want = torch.stack([decode_by_hand(os.path.join(folder, names[c], f)) for f in files])
+        assert torch.equal(images[c], want)
+    cache.clear_memo()
+    cached_images, cached_names = omniglot_module.load_omniglot(SHARED, background=False)
+    assert len(decodes) == 1 and torch.equal(cached_images, images) and cached_names == names

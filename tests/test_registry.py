@@ -1,13 +1,117 @@
-"""One agreement suite over the registry: a method is tested the day it is registered."""
+"""One agreement suite over the registry: a method is tested the day it is registered.
+
+Every method in ``metagreedy.METHODS`` is checked against what it must equal: an independent
+reference built from explicit Jacobians (references.py), on tiny float64 problems, under momentum-free
+SGD, momentum SGD and Adam, at 1e-10. A registered method without a reference fails here."""
+import functools
+
 import pytest
 import torch
 
 import metagreedy as mg
-from problems import mlp, quadratic, weighted_logreg
+from problems import PROBLEMS, flat, learned_lr, mlp, quadratic, weighted_logreg
+from references import REFERENCES, Reference
 
 OPTIONS = {"greedy": {"gamma": 0.9}, "ift": {"terms": 3}, "truncated": {"k": 2}}
 EXPECTED_VJPS = {"greedy": 5, "t1t2": 1, "ift": 4, "fo": 0, "full": 5, "truncated": 2}
+OPTIMIZERS = {  # the inner optimizer, as keywords of both hypergradient and Reference
+    "sgd": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0},
+    "momentum": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9},
+    "adam": {"optimizer": "adam", "lr": 0.05},
+}
+CASES = {  # method -> the option sets it is checked with at T inner steps
+    "greedy": lambda T: [{"gamma": 0.9}, {"gamma": 1.0}, {"gamma": 0.5, "variant": "final"}],
+    "t1t2": lambda T: [{}],
+    "ift": lambda T: [{"terms": 0}, {"terms": 3}, {"terms": 2, "neumann_lr": 0.3}],
+    "fo": lambda T: [{}],
+    "full": lambda T: [{}],
+    "truncated": lambda T: [{"k": k} for k in sorted({1, max(1, T - 1)})],
+}
+TIGHT = {"rtol": 1e-10, "atol": 1e-12}
+EXACT = {"rtol": 1e-12, "atol": 1e-13}  # identities: equal up to the order of floating-point operations
 
+
+def run(problem, optimizer, method, T, **options):
+    tl, vl, params, hparams = problem
+    return mg.hypergradient(tl, vl, params, hparams, steps=T, method=method, **OPTIMIZERS[optimizer], **options)
+
+
+@functools.lru_cache(maxsize=None)
+def reference(name, optimizer) -> Reference:
+    """One Reference per problem and optimizer, shared by every method and T: its trajectory and
+    Jacobians are computed once (a T=3 run is the start of the T=6 one)."""
+    return Reference(PROBLEMS[name](torch.Generator().manual_seed(0)), **OPTIMIZERS[optimizer])
+
+
+def test_registry_is_complete():
+    assert set(mg.METHODS) == set(EXPECTED_VJPS)
+
+
+def test_every_method_has_a_reference_and_cases():
+    missing = sorted(set(mg.METHODS) - set(REFERENCES) | set(mg.METHODS) - set(CASES))
+    assert not missing, f"add a reference (tests/references.py) and CASES for {missing}"
+
+
+# ---- every method against its reference ------------------------------------------------------------
+
+@pytest.mark.parametrize("method", sorted(mg.METHODS))
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("T", [1, 3, 6])
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_method_equals_its_reference(method, optimizer, T, name):
+    if method not in REFERENCES or method not in CASES:
+        pytest.fail(f"{method!r} is registered but has no reference: add one to tests/references.py and CASES")
+    ref = reference(name, optimizer)
+    for options in CASES[method](T):
+        res = run(ref.problem, optimizer, method, T, **options)
+        torch.testing.assert_close(flat(res.grad), REFERENCES[method](ref, T, **options), **TIGHT,
+                                   msg=lambda m: f"{method} {options}: {m}")
+        torch.testing.assert_close(flat(res.params), ref.w_T(T), **TIGHT)  # the same inner trajectory
+        assert res.val_loss == pytest.approx(float(ref.val(ref.w_T(T), ref.a0)), rel=1e-12)
+
+
+@pytest.mark.parametrize("method", sorted(mg.METHODS))
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_method_with_a_learned_learning_rate_equals_its_reference(method, optimizer):
+    """lr is one of hparams: B_t and the unrolled Jacobians include dPhi/dlr."""
+    problem = learned_lr(torch.Generator().manual_seed(4))
+    tl, vl, params, hparams = problem
+    kwargs = {**OPTIMIZERS[optimizer], "lr": hparams[1]}
+    ref = Reference(problem, **{**OPTIMIZERS[optimizer], "lr": lambda a: a[1]})
+    for options in CASES[method](4):
+        options = {"neumann_lr": 0.1, **options} if method == "ift" else options  # no float lr to default to
+        res = mg.hypergradient(tl, vl, params, hparams, steps=4, method=method, **kwargs, **options)
+        torch.testing.assert_close(flat(res.grad), REFERENCES[method](ref, 4, **options), **TIGHT)
+
+
+# ---- identities that hold exactly --------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_at_T1_every_unrolled_method_is_exact(name, optimizer):
+    """With T=1 every unrolled method is exact: full = greedy (any gamma, both variants) = t1t2 = truncated(1)."""
+    problem = PROBLEMS[name](torch.Generator().manual_seed(11))
+    want = flat(run(problem, optimizer, "full", 1).grad)
+    for method, options in [("greedy", {"gamma": 0.7}), ("greedy", {"gamma": 0.7, "variant": "final"}),
+                            ("t1t2", {}), ("truncated", {"k": 1})]:
+        torch.testing.assert_close(flat(run(problem, optimizer, method, 1, **options).grad), want, **EXACT)
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_truncation_and_decay_limits(name, optimizer):
+    """greedy with gamma 0 is t1t2; truncated with k=T is full; truncated with k=1 is t1t2 (both hold
+    w_{T-1} and the optimizer state constant and differentiate the last step only)."""
+    problem = PROBLEMS[name](torch.Generator().manual_seed(5))
+    T = 7
+    t1t2 = flat(run(problem, optimizer, "t1t2", T).grad)
+    torch.testing.assert_close(flat(run(problem, optimizer, "greedy", T, gamma=0.0).grad), t1t2, **EXACT)
+    torch.testing.assert_close(flat(run(problem, optimizer, "truncated", T, k=1).grad), t1t2, **EXACT)
+    torch.testing.assert_close(flat(run(problem, optimizer, "truncated", T, k=T).grad),
+                               flat(run(problem, optimizer, "full", T).grad), **EXACT)
+
+
+# ---- what every method returns ---------------------------------------------------------------------------
 
 def structures(gen):
     """The same problem with hparams as a list, a tuple and a dict; and a dict-of-params problem."""
@@ -18,10 +122,6 @@ def structures(gen):
     yield (lambda w, a: tl(w, [a[k] for k in keys]), lambda w, a: vl(w, [a[k] for k in keys]),
            params, dict(zip(keys, hparams)))
     yield weighted_logreg(gen)
-
-
-def test_registry_is_complete():
-    assert set(mg.METHODS) == set(EXPECTED_VJPS)
 
 
 @pytest.mark.parametrize("method", sorted(mg.METHODS))
@@ -47,27 +147,6 @@ def test_result_mirrors_structure_and_carries_no_graph(method, optimizer):
         assert res.vjps == EXPECTED_VJPS[method]
         assert res.method == method
         assert all(getattr(h, "grad", None) is None for h in (hparams.values() if isinstance(hparams, dict) else hparams))
-
-
-@pytest.mark.parametrize("method", sorted(mg.METHODS))
-def test_every_method_agrees_on_w_T_and_val_loss(method):
-    """All methods run the same inner trajectory: same w_T and val_loss as full."""
-    problem = quadratic(torch.Generator().manual_seed(1))
-    ref = mg.hypergradient(*problem, steps=6, lr=0.1, momentum=0.9, method="full")
-    res = mg.hypergradient(*problem, steps=6, lr=0.1, momentum=0.9, method=method, **OPTIONS.get(method, {}))
-    torch.testing.assert_close(res.params[0], ref.params[0], rtol=1e-13, atol=1e-14)
-    assert res.val_loss == pytest.approx(ref.val_loss, rel=1e-13)
-
-
-@pytest.mark.parametrize("method", sorted(mg.METHODS))
-def test_hypergradient_points_downhill(method):
-    """On the quadratic, every estimate is a descent direction for the true outer objective at T=1
-    (where they are all exact but fo) or has positive cosine with the exact one."""
-    problem = quadratic(torch.Generator().manual_seed(2))
-    exact = mg.hypergradient(*problem, steps=3, lr=0.1, method="full").grad[0]
-    est = mg.hypergradient(*problem, steps=3, lr=0.1, method=method, **OPTIONS.get(method, {})).grad[0]
-    if method != "fo":
-        assert torch.nn.functional.cosine_similarity(exact, est, dim=0) > 0
 
 
 def test_bad_calls_raise_clear_errors():

@@ -5,12 +5,14 @@ classes by ``os.listdir``; :class:`OmniglotFolders` accepts the extracted folder
 characters by path, so class indices do not depend on the filesystem."""
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 
 import torch
 
 from . import DataError
+from .cache import cached
 
 DRAWINGS = 20
 HOW_TO_GET = ("get Omniglot with `python -c \"import torchvision; torchvision.datasets.Omniglot('{root}', "
@@ -50,13 +52,62 @@ def download(root: str, timeout: float = 20.0) -> None:
         socket.setdefaulttimeout(old)
 
 
+LOADER_VERSION = 1  # part of the cache key: bump it whenever decoding changes the images
+
+
 def load_omniglot(root: str, background: bool = True, size: int = 28) -> tuple[torch.Tensor, list[str]]:
     """``(images, names)``: uint8 [classes, 20, size, size] with ink = 255, and 'Alphabet/characterNN'
-    names, sorted. Truncated or missing files raise DataError naming the file."""
-    from PIL import Image, UnidentifiedImageError
+    names, sorted. Truncated or missing files raise DataError naming the file.
 
+    Decoding the PNGs takes seconds and every training process pays it, so the images are cached
+    (``cache.py``) under a key of the folder, the size and a fingerprint of its files: a changed
+    folder is decoded again."""
     if not available(root):
         raise DataError(f"Omniglot is not under '{root}'; " + HOW_TO_GET.format(root=root))
+    folder = os.path.join(root, "omniglot-py", f"images_{'background' if background else 'evaluation'}")
+    files = fingerprint(folder)
+    if files is None:  # unreadable: decoding says which file
+        return _decode(root, background, size)
+    key = {"version": LOADER_VERSION, "folder": os.path.realpath(folder), "size": size, "files": files}
+
+    def build():
+        images, names = _decode(root, background, size)
+        return images, {"names": names}
+
+    images, meta = cached("omniglot", key, build, shape=(files["characters"], DRAWINGS, size, size))
+    return images, meta["names"]
+
+
+def fingerprint(folder: str) -> dict | None:
+    """A cheap summary of the drawings under ``folder`` (Alphabet/character/*.png) that changes
+    when a file is added, removed, renamed, resized or rewritten: their count, total size, newest
+    modification time, a hash of their paths, and the number of characters. None if unreadable."""
+    paths, total, newest, characters = [], 0, 0, 0
+    try:
+        for alphabet in _listing(folder, dirs=True):
+            for character in _listing(alphabet.path, dirs=True):
+                characters += 1
+                for entry in _listing(character.path, dirs=False):
+                    if entry.name.endswith(".png"):
+                        st = entry.stat()
+                        paths.append(f"{alphabet.name}/{character.name}/{entry.name}")
+                        total, newest = total + st.st_size, max(newest, st.st_mtime_ns)
+    except OSError:
+        return None
+    digest = hashlib.sha256("\n".join(sorted(paths)).encode()).hexdigest()
+    return {"count": len(paths), "bytes": total, "newest_mtime_ns": newest, "paths_sha256": digest,
+            "characters": characters}
+
+
+def _listing(path: str, dirs: bool) -> list[os.DirEntry]:
+    with os.scandir(path) as entries:  # closed even when a stat fails half-way
+        return [e for e in entries if e.is_dir() == dirs]
+
+
+def _decode(root: str, background: bool, size: int) -> tuple[torch.Tensor, list[str]]:
+    """The uncached loader: every PNG decoded, converted to grey, resized (Lanczos) and inverted."""
+    from PIL import Image, UnidentifiedImageError
+
     ds = _torchvision_omniglot()(root, background=background, download=False)
     folder = os.path.join(ds.root, ds._get_target_folder())
     characters = sorted(ds._characters)
