@@ -422,3 +422,30 @@ def test_real_omniglot_loads_sorted_and_its_cache_is_bit_identical(fresh_cache, 
     cache.clear_memo()
     cached_images, cached_names = omniglot_module.load_omniglot(SHARED, background=False)
     assert len(decodes) == 1 and torch.equal(cached_images, images) and cached_names == names
+
+
+def test_preprocess_is_the_loaders_transform_bit_for_bit(tmp_path):
+    """A drawing preprocessed on its own equals that drawing in an episode (no dataset needed: a
+    small folder of PNGs in Omniglot's layout)."""
+    from PIL import Image
+
+    from metagreedy.data.omniglot import load_omniglot, preprocess
+    gen = keyed_generator(9)
+    paths = []
+    for part in ("background", "evaluation"):
+        char = tmp_path / "omniglot-py" / f"images_{part}" / "Alpha" / "character01"
+        char.mkdir(parents=True)
+        for d in range(20):
+            pixels = (torch.rand(105, 105, generator=gen) > 0.3).to(torch.uint8) * 255
+            path = char / f"0001_{d + 1:02d}.png"
+            Image.fromarray(pixels.numpy(), mode="L").save(path)
+            paths.append(path)
+    images, _ = load_omniglot(str(tmp_path), background=True)
+    episode = FewShotTasks(images, ways=1, shots=1, queries=19, seed=0)[0]
+    by_drawing = {tuple(x.flatten().tolist()): x for x in torch.cat([episode.support_x, episode.query_x])}
+    for path in paths[:20]:
+        x = preprocess(str(path))
+        assert x.shape == (1, 28, 28) and x.dtype == torch.float32
+        assert tuple(x.flatten().tolist()) in by_drawing  # the very tensor of an episode
+    with Image.open(paths[0]) as im:
+        assert torch.equal(preprocess(im), preprocess(str(paths[0])))

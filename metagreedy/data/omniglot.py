@@ -13,8 +13,7 @@ import torch
 
 from . import DataError
 from .cache import cached
-
-DRAWINGS = 20
+from .fewshot import DRAWINGS, IMAGE_SIZE
 HOW_TO_GET = ("get Omniglot with `python -c \"import torchvision; torchvision.datasets.Omniglot('{root}', "
               "download=True)\"` on a machine with internet (or copy omniglot-py/images_background and "
               "images_evaluation under {root})")
@@ -55,7 +54,27 @@ def download(root: str, timeout: float = 20.0) -> None:
 LOADER_VERSION = 1  # part of the cache key: bump it whenever decoding changes the images
 
 
-def load_omniglot(root: str, background: bool = True, size: int = 28) -> tuple[torch.Tensor, list[str]]:
+def ink(image, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """How the loader stores a drawing: grey, resized to ``size`` x ``size`` (Lanczos), inverted so
+    that ink = 255; uint8 [size, size]."""
+    from PIL import Image
+    image = image.convert("L").resize((size, size), Image.LANCZOS)
+    return 255 - torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(size, size)
+
+
+def preprocess(image, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """An Omniglot drawing (a PIL image, or the path of a PNG) as the networks take it: float32
+    [1, size, size] in [0, 1] with ink = 1. It is the loader's transform followed by the task
+    samplers' scaling, so a drawing preprocessed here equals, bit for bit, that drawing in an
+    episode; use it to classify your own images with ``metagreedy.load_run(...).predict``."""
+    from PIL import Image
+    if isinstance(image, (str, os.PathLike)):
+        with Image.open(image) as opened:
+            return preprocess(opened, size)
+    return ink(image, size).float().div_(255).unsqueeze(0)
+
+
+def load_omniglot(root: str, background: bool = True, size: int = IMAGE_SIZE) -> tuple[torch.Tensor, list[str]]:
     """``(images, names)``: uint8 [classes, 20, size, size] with ink = 255, and 'Alphabet/characterNN'
     names, sorted. Truncated or missing files raise DataError naming the file.
 
@@ -105,7 +124,7 @@ def _listing(path: str, dirs: bool) -> list[os.DirEntry]:
 
 
 def _decode(root: str, background: bool, size: int) -> tuple[torch.Tensor, list[str]]:
-    """The uncached loader: every PNG decoded, converted to grey, resized (Lanczos) and inverted."""
+    """The uncached loader: every PNG decoded and turned into :func:`ink`."""
     from PIL import Image, UnidentifiedImageError
 
     ds = _torchvision_omniglot()(root, background=background, download=False)
@@ -123,8 +142,7 @@ def _decode(root: str, background: bool, size: int) -> tuple[torch.Tensor, list[
             path = os.path.join(folder, character, name)
             try:
                 with Image.open(path) as im:
-                    im = im.convert("L").resize((size, size), Image.LANCZOS)
-                    images[c, d] = 255 - torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(size, size)
+                    images[c, d] = ink(im, size)
             except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
                 raise DataError(f"cannot read '{path}' ({type(e).__name__}): the file is truncated or corrupt; "
                                 "restore it or download the data again") from None

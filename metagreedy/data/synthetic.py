@@ -12,8 +12,8 @@ import torch
 
 from ..rng import keyed_generator
 from .cache import cached
+from .fewshot import DRAWINGS, IMAGE_SIZE
 
-DRAWINGS = 20
 F32 = torch.float32  # fixed, so the alphabet does not depend on torch's default dtype
 GENERATOR_VERSION = 1  # part of the cache key: bump it whenever any drawing changes
 CHUNK = 8  # classes per distance computation: large enough to amortise each op, small enough for the CPU cache
@@ -93,7 +93,7 @@ def _draw(classes: int, seed: int, size: int) -> torch.Tensor:
     return images
 
 
-def synthetic_alphabet(classes: int = 1623, seed: int = 0, size: int = 28) -> torch.Tensor:
+def synthetic_alphabet(classes: int = 1623, seed: int = 0, size: int = IMAGE_SIZE) -> torch.Tensor:
     """uint8 [classes, 20, size, size], ink = 255, like :func:`load_omniglot`'s images. Class ``c``
     depends on ``(seed, c, size)`` only. The result is the caller's own tensor (not the cached one)."""
     key = {"version": GENERATOR_VERSION, "classes": classes, "seed": seed, "size": size}
