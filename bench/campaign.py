@@ -178,11 +178,8 @@ def read_json(path: str):
 
 
 def write_json(path: str, data) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
-        fh.write("\n")
-    os.replace(tmp, path)
+    from metagreedy.rundir import write_text
+    write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def checkpoint_of(cell_dir: str):

@@ -16,7 +16,7 @@ import torch
 
 from . import faults
 from .config import brief, path_text
-from .rundir import WriteError
+from .rundir import WriteError, write_atomic
 
 LATEST = "checkpoint.pt"
 FORMAT = 2  # bumped when the layout changes; older checkpoints are refused with a clear message
@@ -54,27 +54,21 @@ def set_rng_state(state: dict) -> None:
 
 
 def save(run_dir: str, step: int, payload: dict) -> str:
-    """Write ``payload`` to ``run_dir/checkpoint.pt`` through a temporary file, fsync and rename."""
+    """Write ``payload`` to ``run_dir/checkpoint.pt`` atomically (:func:`rundir.write_atomic`)."""
     path = os.path.join(run_dir, LATEST)
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save({"format": FORMAT, **payload}, fh)
-            faults.signal_at("checkpoint", step)
-            if faults.hit("kill_in_checkpoint", step):  # the tests' crash in mid-write
-                fh.truncate(fh.tell() // 2)
-                fh.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
+
+    def write(fh):
+        torch.save({"format": FORMAT, **payload}, fh)
+        faults.signal_at("checkpoint", step)
+        if faults.hit("kill_in_checkpoint", step):  # the tests' crash in mid-write
+            fh.truncate(fh.tell() // 2)
             fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise WriteError(f"could not write the checkpoint in {path_text(run_dir)}: {e.strerror or e}; "
-                         "the previous checkpoint is untouched") from None
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    try:
+        write_atomic(path, write, binary=True, what=f"the checkpoint in {path_text(run_dir)}")
+    except WriteError as e:
+        raise WriteError(f"{e}; the previous checkpoint is untouched") from None
     return path
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import tempfile
 import time
 
 from .config import UsageError, path_text
@@ -84,13 +85,20 @@ class RunDir:
             self._fd = None
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write through a temporary file, fsync and rename: a reader sees the old or the new file,
-    never half of one; on failure the temporary file is removed and WriteError says why."""
+def write_atomic(path: str, write, binary: bool = False, what: str = "", unique: bool = False) -> None:
+    """``write(fh)`` into a temporary file beside ``path``, fsync and rename: a reader sees the old or
+    the new file, never half of one; on failure the temporary file is removed and WriteError says
+    why. ``unique``: a temporary file of its own for each writer (files that several processes may
+    write at once, such as a shared cache); a run's files have one writer, the lock's holder."""
     tmp = path + ".tmp"
     try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
+        if unique:
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=".tmp")
+            fh = os.fdopen(fd, "wb" if binary else "w")
+        else:
+            fh = open(tmp, "wb" if binary else "w")
+        with fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -99,16 +107,20 @@ def write_atomic(path: str, text: str) -> None:
             os.remove(tmp)
         except OSError:
             pass
-        raise WriteError(f"could not write {path_text(path)}: {e.strerror or e}") from None
+        raise WriteError(f"could not write {what or path_text(path)}: {e.strerror or e}") from None
+
+
+def write_text(path: str, text: str) -> None:
+    write_atomic(path, lambda fh: fh.write(text))
 
 
 def write_json(path: str, data: dict) -> None:
-    write_atomic(path, json.dumps(data, indent=2, default=str))
+    write_text(path, json.dumps(data, indent=2, default=str))
 
 
 def write_yaml(path: str, data: dict) -> None:
     import yaml
-    write_atomic(path, yaml.safe_dump(data, sort_keys=False))
+    write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def repair_metrics(path: str, steps: int) -> int:
@@ -128,5 +140,5 @@ def repair_metrics(path: str, steps: int) -> int:
                 break
             kept.append(raw.decode() if raw.endswith(b"\n") else raw.decode() + "\n")
             expected += 1
-    write_atomic(path, "".join(kept))
+    write_text(path, "".join(kept))
     return len(kept)

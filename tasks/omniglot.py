@@ -3,9 +3,10 @@
 Per task: ``T`` steps of momentum SGD on the support set adapt layers 1, 3, 5 and the head; the
 validation loss is the query loss; the hyperparameters are the warp layers 2, 4, 6 (and, with
 ``--init learned``, the initialisation of the adapted layers). The hypergradient of a meta-batch is
-the mean over its tasks. The inner loop runs through ``higher`` (``--higher``, default) or
-``torch.func.functional_call``; both give the same numbers (tests/test_modules.py). ``--batched``
-runs all tasks of a meta-batch as one vmapped computation instead of a Python loop over tasks.
+the mean over its tasks, computed task by task through ``higher`` (``--loop higher``) or
+``torch.func.functional_call`` (``--loop func``), or for the whole meta-batch as one vmapped
+computation (``--loop batched``); all give the same numbers (tests/test_omniglot.py). The query set
+(10 per class by default, the paper's) is the validation set.
 """
 from __future__ import annotations
 

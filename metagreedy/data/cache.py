@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections import OrderedDict
 from typing import Callable
 
@@ -73,24 +72,17 @@ def write(path: str, ident: str, tensor: Tensor, meta: dict) -> bool:
     payload = tensor.detach().cpu().contiguous().numpy().reshape(-1).view("uint8")  # its bytes, not a copy
     header = {"key": ident, "dtype": dtype, "shape": list(tensor.shape),
               "sha256": hashlib.sha256(payload).hexdigest(), "meta": meta}
-    directory = os.path.dirname(path)
-    tmp = None
+    from ..rundir import WriteError, write_atomic
+
+    def contents(fh):
+        fh.write(MAGIC + json.dumps(header).encode() + b"\n")
+        fh.write(payload)
+
     try:
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".bin")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(MAGIC + json.dumps(header).encode() + b"\n")
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_atomic(path, contents, binary=True, unique=True)
         return True
-    except OSError:  # read-only, full or missing directory: the cache is an optimisation only
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    except (OSError, WriteError):  # read-only, full or missing directory: the cache is an optimisation only
         return False
 
 
