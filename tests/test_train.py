@@ -122,7 +122,7 @@ def test_config_file_and_flag_precedence(tmp_path):
 
 # ---- exact resume after SIGKILL ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fault", ["kill@7", "kill_in_checkpoint@8"])
+@pytest.mark.parametrize("fault", [pytest.param("kill@7", marks=pytest.mark.slow), "kill_in_checkpoint@8"])
 def test_killed_run_resumes_exactly(tmp_path, fault):
     base = TOY + ["--method", "greedy", "--gamma", "0.5", "--wandb", "disabled"]
     straight = str(tmp_path / "straight")
@@ -139,6 +139,7 @@ def test_killed_run_resumes_exactly(tmp_path, fault):
     assert sa["val_loss"] == sb["val_loss"] and sa["alpha"] == sb["alpha"]
 
 
+@pytest.mark.slow  # tests/test_runs.py stops Omniglot runs at every moment in-process, in seconds
 def test_fewshot_resume_is_exact(tmp_path):
     base = FEWSHOT + ["--wandb", "disabled", "--dtype", "float64"]
     straight, killed = str(tmp_path / "s"), str(tmp_path / "k")
@@ -249,6 +250,7 @@ def test_repeated_nans_stop_the_run_with_the_good_checkpoint_intact(tmp_path, mo
     assert summary(run_dir)["status"] == "diverged"
 
 
+@pytest.mark.slow  # tests/test_runs.py sends SIGINT at each moment of an in-process run
 def test_ctrl_c_writes_checkpoint_and_summary(tmp_path):
     run_dir = str(tmp_path / "r")
     proc = cli(TOY + ["--run-dir", run_dir, "--wandb", "disabled"], env={"METAGREEDY_FAULT": "interrupt@5"})
