@@ -13,13 +13,16 @@ from metagreedy.stats import mean_ci95  # noqa: E402
 
 
 def run_train(args: list[str], run_dir: str, threads: int | None = None, log_path: str | None = None):
-    """``python train.py ARGS --run-dir RUN_DIR`` in a fresh process; returns a Popen."""
+    """``python train.py ARGS --run-dir RUN_DIR`` in a fresh process, or ``--resume RUN_DIR`` when
+    an earlier attempt left a checkpoint there (a run directory takes one run); returns a Popen."""
     env = {**os.environ, "PYTHONPATH": ROOT, "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled")}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    out = open(log_path or os.devnull, "w")
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *args, "--run-dir", run_dir,
-                             "--no-progress"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    out = open(log_path or os.devnull, "a")
+    flags = ["--resume", run_dir] if os.path.exists(os.path.join(run_dir, "checkpoint.pt")) else [*args, "--run-dir",
+                                                                                                  run_dir]
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *flags, "--no-progress"], env=env,
+                            stdout=out, stderr=subprocess.STDOUT)
 
 
 def run_all(jobs: list[tuple[list[str], str]], parallel: int = 1, threads: int | None = None) -> None:
