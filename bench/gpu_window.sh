@@ -28,7 +28,7 @@ for f in data/*/raw/*.gz; do [ -f "$f" ] && [ ! -f "${f%.gz}" ] && gunzip -k "$f
   echo "== perf ($(left) s left)"
   timeout $(( $(left) / 4 )) $PY bench/perf.py --device $device --steps 5 20 --repeats 3 || echo "perf did not finish"
   echo "== precision ($(left) s left)"
-  timeout $(( $(left) / 6 )) $PY bench/precision.py --device $device --steps 5 20 50 --tasks 4 --data-root data \
+  timeout $(( $(left) / 6 )) $PY bench/precision.py --device $device --steps 5 20 50 --tasks 8 --data-root data \
     || echo "precision did not finish"
   echo "== campaign ($(left) s left)"
   $PY bench/campaign.py run --plan "$plan" --budget-s $(( $(left) - 30 )) --parallel "${PARALLEL:-4}" \

@@ -258,6 +258,7 @@ def _from_file(setting: Setting, value: Any, where: str) -> Any:
 
 
 MAX_YAML_NODES = 10_000  # far beyond any config file; YAML aliases cannot make one expand past it
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few lines; a larger one is not read (parsing is slow)
 
 
 def _count_nodes(data, budget: int) -> int:
@@ -281,6 +282,9 @@ def load_file(path: str) -> dict:
     where = f"config file {path_text(path)}"
     if not os.path.isfile(path):
         raise UsageError(f"{where} does not exist")
+    if os.path.getsize(path) > MAX_CONFIG_BYTES:
+        raise UsageError(f"{where} is {os.path.getsize(path)} bytes, more than a settings file can need "
+                         f"({MAX_CONFIG_BYTES}); refusing to read it")
     try:
         with open(path) as fh:
             data = yaml.safe_load(fh)

@@ -156,6 +156,13 @@ def test_yaml_alias_bomb_is_refused_quickly_with_a_bounded_message(tmp_path):
         assert "expands to more than" in str(e.value) and len(str(e.value)) < 300
 
 
+def test_an_oversized_config_file_is_refused_before_it_is_parsed(tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text("task: toy\nwandb_group: " + "x" * (config.MAX_CONFIG_BYTES + 1) + "\n")
+    with pytest.raises(UsageError, match="more than a settings file can need"):
+        resolve("--config", str(path))
+
+
 def test_error_messages_are_bounded(tmp_path):
     path = tmp_path / "big.yaml"
     path.write_text("gamma: [" + ", ".join(["1"] * 5000) + "]\n")
