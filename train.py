@@ -19,10 +19,10 @@ import os
 import sys
 import time
 
-import torch
 
+def run(argv=None, stop=None) -> int:
+    import torch
 
-def run(argv=None) -> int:
     import metagreedy as mg
     import tasks
     from metagreedy import checkpoint, config, faults, rundir
@@ -30,25 +30,30 @@ def run(argv=None) -> int:
     from metagreedy.runlog import RunLog, warn
     from metagreedy.signals import Interrupted, Stop
 
+    own_stop = stop is None  # the script installs its own before its imports, and keeps it to the end
+    stop = stop or Stop().install()  # SIGINT / SIGTERM: see metagreedy/signals.py
     world = World()
-    stop = Stop(abort=not world.active).install()  # SIGINT / SIGTERM: see metagreedy/signals.py
+    stop.abort = not world.active
     run_dir = log = None
     try:
         # ---- settings: defaults < task defaults < --config file < flags; a resumed run keeps its own ----
         invocation = config.parse(argv, tasks.all_defaults(), tasks.descriptions())
         resumed = None
         if invocation.resume:
-            rundir.check_usable(invocation.resume, new=False)
-            resumed = checkpoint.load(invocation.resume)
-            cfg = config.for_resume(resumed["config"], invocation)
-            check_resume(cfg, resumed, invocation)
             path = invocation.resume
+            rundir.check_usable(path, new=False)
+            resumed = checkpoint.load(path)
+            cfg = config.for_resume(config.pin(resumed["config"], resumed.get("facts", {})), invocation)
+            check_resume(cfg, resumed, invocation)
+            if finished_already(path, resumed, cfg):
+                print(f"{path} has finished its {cfg.outer_steps} outer steps; nothing to do (raise --outer-steps "
+                      "to train on)", file=sys.stderr)
+                return 0
         else:
             cfg = config.resolve_settings(invocation, tasks.defaults)
-            task_module = tasks.load(cfg.task)
-            path = cfg.run_dir or rundir.default_path(task_module.run_name(cfg))
-            rundir.check_usable(path, new=True)
-        cfg = cfg.replace(run_dir=path)
+            path = cfg.run_dir  # the default one is made when the run starts writing (below)
+            if path:
+                rundir.check_usable(path, new=True)
         config.validate(cfg)
         task_module = tasks.load(cfg.task)
         task_module.check(cfg)
@@ -65,7 +70,7 @@ def run(argv=None) -> int:
         outer_opt = make_outer_optimizer(cfg, list(task.hparams.values()))
         start, bad_steps, elapsed, segments, pending = 0, 0, 0.0, [], None
         if resumed is not None:
-            restore(task, outer_opt, resumed)
+            restore(task, outer_opt, resumed, path)
             start, bad_steps, elapsed = resumed["step"], resumed["bad_steps"], resumed["elapsed"]
             segments, pending = resumed["segments"], resumed.get("pending_row")
 
@@ -87,7 +92,10 @@ def run(argv=None) -> int:
 
         # ---- the run directory: this run's alone, locked while it lives ----
         if world.main:
-            run_dir = rundir.RunDir(path, new=resumed is None)
+            run_dir = rundir.RunDir(path, new=resumed is None) if path else \
+                rundir.RunDir.fresh(os.path.join("runs", task_module.run_name(cfg)))
+            path = run_dir.path
+            cfg = cfg.replace(run_dir=path)
             if resumed is None:
                 save(0)  # first, so that a directory with any file of this run in it can be resumed
             else:
@@ -123,15 +131,19 @@ def run(argv=None) -> int:
                 if faults.hit("nan", step):
                     grads = {n: g * float("nan") for n, g in grads.items()}
                 # from here to the end of the step, a stop request waits for the step to complete.
-                # Sum over ranks: the hypergradients, the task count, the losses and the stop
-                # requests, so that every rank takes the same decisions.
-                losses = [metrics.get(k, 0.0) * count for k in ("val_loss", "train_loss")]
+                # Sum over ranks: the hypergradients, the task count, the metrics (weighted by each
+                # rank's count) and the stop requests, so that every rank takes the same decisions
+                # and rank 0 logs the whole meta-batch's means.
+                keys = sorted(k for k, v in metrics.items() if isinstance(v, float))
+                stats = [float(count), *(metrics[k] * count for k in keys), float(stop.requested)]
                 total = world.sum([grads[n].to(device) for n in names]
-                                  + [torch.tensor([float(count), *losses, float(stop.requested)],
-                                                  dtype=torch.float64, device=device)])
+                                  + [torch.tensor(stats, dtype=torch.float64, device=device)])
                 grads = {n: g / total[-1][0] for n, g in zip(names, total[:-1])}
+                if world.active:
+                    metrics.update({k: float(v / total[-1][0]) for k, v in zip(keys, total[-1][1:-1])})
                 norm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads.values()))
-                finite = math.isfinite(norm) and bool(torch.isfinite(total[-1][:3]).all())
+                finite = math.isfinite(norm) and all(math.isfinite(metrics.get(k, 0.0))
+                                                     for k in ("val_loss", "train_loss"))
                 if finite:
                     for name, p in task.hparams.items():
                         p.grad = grads[name].to(p.dtype)
@@ -163,7 +175,7 @@ def run(argv=None) -> int:
                          f"(outer step {saved}) in {path} is intact (lower --outer-lr or --inner-lr, or compare "
                          "with --method full)")
                     break
-                stopping = stop.requested if not world.active else total[-1][3].item() > 0
+                stopping = stop.requested if not world.active else total[-1][-1].item() > 0
                 if stopping or (done % cfg.checkpoint_every == 0 and done < cfg.outer_steps):
                     save(done)
                     saved = done
@@ -175,7 +187,11 @@ def run(argv=None) -> int:
                     saved = done
                 with stop.abortable():
                     faults.signal_at("final", done)
-                    final = task.final() if world.main else {}
+                    try:
+                        final = task.final() if world.main else {}
+                    except mg.NonFiniteLoss as e:
+                        status = "diverged"
+                        warn(f"the final evaluation failed: {e}; the checkpoint of outer step {done} is kept")
         except Interrupted:
             status = "interrupted"
             warn(f"{stop.name() or 'stop'} at outer step {done}: writing a checkpoint and summary")
@@ -204,7 +220,8 @@ def run(argv=None) -> int:
                                                            "; nothing was written"), file=sys.stderr)
         return 130
     finally:
-        stop.uninstall()
+        if own_stop:
+            stop.uninstall()
         if log is not None:  # an error ended the run: close its files and W&B
             log.close()
         if run_dir is not None:
@@ -224,18 +241,39 @@ def check_resume(cfg, resumed, invocation) -> None:
         raise UsageError("--run-dir and --resume name different directories; a resumed run stays in its own")
 
 
-def restore(task, outer_opt, resumed) -> None:
-    """alpha, the outer optimizer, the RNG and the task's own state from a checkpoint."""
+def finished_already(path, resumed, cfg) -> bool:
+    """A finished run resumed with no more steps to take: its files are left as they are."""
+    import json
+    try:
+        with open(os.path.join(path, "summary.json")) as fh:
+            summary = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return (summary.get("status") == "finished" and summary.get("steps_done") == resumed["step"] == cfg.outer_steps
+            and resumed.get("pending_row") is None)
+
+
+def restore(task, outer_opt, resumed, path) -> None:
+    """alpha, the outer optimizer, the RNG and the task's own state from a checkpoint; a part that
+    does not fit is a damaged checkpoint (nothing of the run has been touched yet)."""
+    import torch
+
     from metagreedy import checkpoint
+    from metagreedy.config import brief, path_text
     stored = resumed["hparams"]
     if sorted(stored) != sorted(task.hparams) or any(stored[n].shape != task.hparams[n].shape for n in stored):
-        raise checkpoint.CheckpointError("--resume: the checkpoint's hyperparameters do not match this task's")
-    with torch.no_grad():
-        for name, value in stored.items():
-            task.hparams[name].copy_(value)
-    outer_opt.load_state_dict(resumed["outer_opt"])
-    checkpoint.set_rng_state(resumed["rng"])
-    task.load_state(resumed["task_state"])
+        raise checkpoint.CheckpointError(f"--resume: the checkpoint in {path_text(path)} holds hyperparameters "
+                                         "that do not match its task's")
+    try:
+        with torch.no_grad():
+            for name, value in stored.items():
+                task.hparams[name].copy_(value)
+        outer_opt.load_state_dict(resumed["outer_opt"])
+        checkpoint.set_rng_state(resumed["rng"])
+        task.load_state(resumed["task_state"])
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as e:
+        raise checkpoint.CheckpointError(f"--resume: the checkpoint in {path_text(path)} is damaged "
+                                         f"({type(e).__name__}: {brief(str(e), 120)})") from None
 
 
 def hypergradient(task, step, members, non_finite, warn):
@@ -245,18 +283,21 @@ def hypergradient(task, step, members, non_finite, warn):
         return task.hypergradient(step, members)
     except non_finite as e:
         warn(f"step {step}: {e}")
+        import torch
         nan = float("nan")
         return ({n: torch.full_like(a, nan) for n, a in task.hparams.items()},
                 {"val_loss": nan, "train_loss": nan}, len(members))
 
 
 def make_outer_optimizer(cfg, hparams):
+    import torch
     if cfg.outer_optimizer == "adam":
         return torch.optim.Adam(hparams, lr=cfg.outer_lr)
     return torch.optim.SGD(hparams, lr=cfg.outer_lr)
 
 
 def device_name(device) -> str:
+    import torch
     return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
 
 
@@ -294,20 +335,30 @@ def bar_update(bar, row, last_eval, keys):
     bar.update(1)
 
 
-def main(argv=None) -> int:
+def main(argv=None, stop=None) -> int:
     from metagreedy.checkpoint import CheckpointError
-    from metagreedy.config import UsageError
+    from metagreedy.config import UsageError, one_line
     from metagreedy.data import DataError
     from metagreedy.rundir import WriteError
     try:
-        return run(argv)
+        return run(argv, stop)
     except (UsageError, DataError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except WriteError as e:
-        print(f"error: {e}; the last checkpoint is intact, free the space and --resume", file=sys.stderr)
+        print(f"error: {one_line(e)}; the run's last checkpoint, if it has one, is intact: fix the cause (disk "
+              "space, permissions) and --resume", file=sys.stderr)
         return 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # A stop request from the first instant: a plain handler notes a signal during the imports below
+    # (torch takes seconds), then the run's own takes over, and stays to the end of the process.
+    import signal
+    early = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: early.append(signum))
+    from metagreedy.signals import Stop
+    stop = Stop().install()
+    stop.signum = early[0] if early else None
+    sys.exit(main(stop=stop))

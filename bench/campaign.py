@@ -99,12 +99,23 @@ def load_plan(path: str) -> Plan:
         data = yaml.safe_load(text)
     except (OSError, yaml.YAMLError) as e:
         raise PlanError(f"plan '{path}' cannot be read: {str(e).splitlines()[0]}") from None
+    except RecursionError:
+        raise PlanError(f"plan '{path}' is nested too deeply") from None
     if not isinstance(data, dict) or not isinstance(data.get("groups"), list):
         raise PlanError(f"plan '{path}' needs a list of groups")
     stem = os.path.splitext(os.path.basename(path))[0]
     if stem == "plan":  # the copy in DIR/<name>/plan.yaml
         stem = os.path.basename(os.path.dirname(os.path.abspath(path)))
     name = str(data.get("name") or stem)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or ".." in name:
+        raise PlanError(f"plan '{path}': its name {name!r} must be a plain directory name (letters, digits, _ . -)")
+    try:
+        return _expand(path, data, name, text)
+    except (TypeError, ValueError, AttributeError, IndexError) as e:  # a value of the wrong kind somewhere
+        raise PlanError(f"plan '{path}' is malformed ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def _expand(path: str, data: dict, name: str, text: str) -> Plan:
     methods = {str(k): split_flags(v) for k, v in (data.get("methods") or {}).items()}
     cells, order, seen = [], [], {}
     for i, group in enumerate(data["groups"]):
@@ -127,6 +138,8 @@ def load_plan(path: str) -> Plan:
                         "-".join(f"{k}{v}" for k, v in setting.items()) or "default"
                 except KeyError as e:
                     raise PlanError(f"{where}: {{{e.args[0]}}} is not a setting of the group") from None
+                if any(part in ("", ".", "..") for part in sub.split("/")) or sub.startswith("/"):
+                    raise PlanError(f"{where}: the cell directory {sub!r} must stay inside the plan's")
                 for label in map(str, group["methods"]):
                     rel = "/".join([name, sub, slug(label), f"seed{seed}"])
                     if rel in seen:
@@ -572,8 +585,12 @@ def main(argv=None, started: float | None = None) -> int:
     args.keep = os.path.abspath(args.keep or os.path.join(os.path.dirname(args.out), "runs", "campaign"))
     try:
         if args.command == "run":
-            if args.parallel < 1 or args.budget_s <= 0:
-                raise PlanError("--parallel and --budget-s must be positive")
+            if args.parallel < 1 or not math.isfinite(args.budget_s) or args.budget_s <= 0:
+                raise PlanError("--parallel and --budget-s must be positive (and the budget finite)")
+            if args.device == "cuda":
+                import torch
+                if not torch.cuda.is_available():
+                    raise PlanError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
             return run(args, started)
         if args.command == "status":
             return status(args)
@@ -581,6 +598,9 @@ def main(argv=None, started: float | None = None) -> int:
         return report(args)
     except PlanError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the doc or the results directory cannot be written
+        print(f"error: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
         return 2
 
 

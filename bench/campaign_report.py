@@ -100,6 +100,13 @@ def experiment_text(plan: Plan, cells: list, layout: dict, out: str, doc_dir: st
             f"{finished} of {len(cells)} cells finished; {hours:.2f} h of training so far on "
             f"{', '.join(devices) or 'no device yet'}. Ours: mean ± 95% CI (Student's t) over the finished seeds "
             "(number of seeds); `seed s: step k/n` for a seed still training; `not run` where no seed has started."]
+    datasets = sorted({str(states[c]["summary"].get("dataset")) for c in cells if states[c]["state"] == "done"}
+                      | {configs[c].get("dataset") for c in cells if configs[c].get("dataset") not in (None, "auto")})
+    synthetic = "synthetic" in datasets
+    text[-1] += f" Data: {', '.join(datasets) or 'not known yet'}."
+    if synthetic:  # the paper's numbers are on Omniglot: not beside numbers on the built-in alphabet
+        text[-1] += " These cells ran on the built-in synthetic alphabet, so the paper's numbers are not shown."
+        paper_rows = None
     if plan.gammas:
         text[-1] += (f" The gamma row takes, per column, the one of {' / '.join(g.split()[-1] for g in plan.gammas)} "
                      "with the highest mean validation accuracy over its finished seeds, as the paper does, and "
@@ -119,7 +126,7 @@ def experiment_text(plan: Plan, cells: list, layout: dict, out: str, doc_dir: st
             text += ["", caption, "", table(labels, values, notes=notes, scale=scale,
                                             gammas=gammas if scale == 100.0 else None,
                                             gamma_label=layout["gamma_label"],
-                                            paper=paper_rows if with_paper else None)]
+                                            paper=paper_rows if with_paper and paper_rows else None)]
         name = f"campaign_{plan.name}{f'_{part}' if part else ''}.png"
         panels = {layout["label"](k): {m: [os.path.join(out, c.path) for c in part_cells if c.method == m
                                            and column_of[c] == k and states[c]["state"] == "done"] for m in rows}

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import faults
+from . import config
 from .config import brief, path_text
 from .rundir import WriteError, write_atomic
 
@@ -58,7 +59,10 @@ def save(run_dir: str, step: int, payload: dict) -> str:
     path = os.path.join(run_dir, LATEST)
 
     def write(fh):
-        torch.save({"format": FORMAT, **payload}, fh)
+        try:
+            torch.save({"format": FORMAT, **payload}, fh)
+        except RuntimeError as e:  # torch's writer reports a full disk as a RuntimeError
+            raise OSError(f"torch.save failed ({brief(str(e), 120)})") from None
         faults.signal_at("checkpoint", step)
         if faults.hit("kill_in_checkpoint", step):  # the tests' crash in mid-write
             fh.truncate(fh.tell() // 2)
@@ -93,7 +97,7 @@ def load(run_dir: str) -> dict:
 
 
 def _problem(payload) -> str:
-    if not isinstance(payload, dict):
+    if not isinstance(payload, dict) or "format" not in payload:
         return "is not a metagreedy checkpoint"
     if payload.get("format") != FORMAT:
         return (f"has format {brief(payload.get('format'))}, this version reads format {FORMAT} "
@@ -103,6 +107,11 @@ def _problem(payload) -> str:
             return f"is incomplete or damaged ('{key}' is missing or not a {kind.__name__})"
     if payload["config"].get("task") != payload["task"]:
         return "is damaged (its task and its config disagree)"
+    problem = config.stored_problem(payload["config"])
+    if problem:
+        return f"is damaged: its config {problem}"
+    if not isinstance(payload.get("pending_row"), (dict, type(None))) or not isinstance(payload.get("facts", {}), dict):
+        return "is damaged (a pending row or facts that are not mappings)"
     if payload["step"] < 0 or not all(isinstance(v, torch.Tensor) for v in payload["hparams"].values()):
         return "is damaged (bad step or hyperparameters)"
     return ""

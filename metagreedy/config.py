@@ -37,10 +37,20 @@ def path_text(path: str) -> str:
     return brief(path, 300)
 
 
+def one_line(message: str, limit: int = 1000) -> str:
+    """What an error prints: one line, its middle cut when it is longer than ``limit`` (a message
+    may hold a value from outside, such as a very long path, several times)."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[: limit // 2] + " ... " + text[-limit // 2:]
+
+
 # ---- checks: (predicate, what it requires) ----------------------------------------------------------
 
-def at_least(low):
-    return (lambda v: v >= low), f"at least {low}"
+MAX_COUNT = 10**9  # no count a run can use is larger; bounding them keeps huge inputs from overflowing
+
+
+def at_least(low, high=MAX_COUNT):
+    return (lambda v: low <= v <= high), f"at least {low} and at most {high:,}"
 
 
 def in_range(low, high, high_open=False):
@@ -63,6 +73,7 @@ class Setting:
     check: Optional[tuple] = None  # (predicate, what it requires)
     methods: Optional[tuple] = None  # a method option: the methods it acts on
     resumable: bool = False  # cannot change a run's results, so --resume may change it
+    pinned: bool = False  # "auto" resolves to what the run used (its facts), and a resumed run keeps that
     metavar: Optional[str] = None
 
     @property
@@ -112,7 +123,8 @@ SETTINGS = [
     # ---- data and evaluation ----
     S("dataset", AUTO, "omniglot: auto (the real data if found or downloadable, else the built-in synthetic "
       "alphabet), omniglot or synthetic; hyper_cleaning: mnist or fashion_mnist", tasks=WITH_DATA, metavar="NAME",
-      choices={"omniglot": ("auto", "omniglot", "synthetic"), "hyper_cleaning": ("mnist", "fashion_mnist")}),
+      choices={"omniglot": ("auto", "omniglot", "synthetic"), "hyper_cleaning": ("mnist", "fashion_mnist")},
+      pinned=True),
     S("data_root", "./data", "folder of the data in torchvision's layout (downloaded there when missing and "
       "the network allows)", tasks=WITH_DATA, resumable=True, metavar="DIR"),
     S("eval_every", 100, "outer steps between evaluations (and at the last step)", tasks=WITH_DATA,
@@ -123,7 +135,7 @@ SETTINGS = [
     S("queries", 10, "query examples per class; the query loss is the validation loss (the paper: 10)",
       tasks=FEWSHOT, check=at_least(1), metavar="Q"),
     S("meta_batch", 16, "tasks per outer step; the hypergradient is their mean", tasks=FEWSHOT,
-      check=at_least(1), metavar="N"),
+      check=at_least(1, 100_000), metavar="N"),
     S("init", "fixed", "where the adapted layers start: one fixed random initialisation for every task, or a "
       "meta-learned one (a hyperparameter too)", tasks=FEWSHOT, choices=("fixed", "learned")),
     S("rotations", False, "add each class rotated by 90/180/270 degrees as three new classes", tasks=FEWSHOT),
@@ -249,6 +261,11 @@ def _from_file(setting: Setting, value: Any, where: str) -> Any:
     kind = setting.kind
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if kind is bool and not isinstance(value, bool):
         raise UsageError(f"{where}: '{setting.name}' must be true or false, got {brief(value)}")
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -280,8 +297,10 @@ def load_file(path: str) -> dict:
     import yaml
 
     where = f"config file {path_text(path)}"
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise UsageError(f"{where} does not exist")
+    if not os.path.isfile(path):
+        raise UsageError(f"{where} is not a regular file")
     if os.path.getsize(path) > MAX_CONFIG_BYTES:
         raise UsageError(f"{where} is {os.path.getsize(path)} bytes, more than a settings file can need "
                          f"({MAX_CONFIG_BYTES}); refusing to read it")
@@ -290,6 +309,8 @@ def load_file(path: str) -> dict:
             data = yaml.safe_load(fh)
     except yaml.YAMLError as e:
         raise UsageError(f"{where} is not valid YAML: {brief(str(e).splitlines()[0])}") from None
+    except RecursionError:
+        raise UsageError(f"{where} is nested too deeply to be a settings file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"{where} cannot be read ({type(e).__name__})") from None
     if data is None:
@@ -479,6 +500,37 @@ def validate(cfg: Config) -> None:
         if not torch.cuda.is_available():
             raise UsageError("--device cuda: no CUDA GPU is available here (torch.cuda.is_available() is False); "
                              "use --device cpu or auto")
+
+
+def pin(settings: Mapping[str, Any], facts: Mapping[str, Any]) -> dict:
+    """A run's settings with each pinned "auto" replaced by what the run used (its facts): a
+    resumed or reused run goes on with the same data, whatever it finds on this machine."""
+    out = dict(settings)
+    for s in SETTINGS:
+        if s.pinned and out.get(s.name) == AUTO and facts.get(s.name) not in (None, AUTO):
+            out[s.name] = facts[s.name]
+    return out
+
+
+def stored_problem(stored: Mapping[str, Any]) -> str:
+    """Why a checkpoint's settings cannot be a run's ('' when they can): unknown or missing
+    settings, or values no run could have."""
+    task, method = stored.get("task"), stored.get("method")
+    if task not in TASKS or method not in METHOD_NAMES:
+        return f"names an unknown task or method ({brief(task)}, {brief(method)})"
+    want = {s.name for s in SETTINGS if s.applies(task, method)}
+    unknown, missing = sorted(set(stored) - want), sorted(want - set(stored))
+    if unknown or missing:
+        return f"has settings this version does not know ({brief(unknown)}) or lacks ({brief(missing)})"
+    for name, value in stored.items():
+        s = BY_NAME[name]
+        if not isinstance(value, s.kind) or (s.kind is int and isinstance(value, bool)):
+            return f"holds {name} = {brief(value)}, not a {s.kind.__name__}"
+        try:
+            check_value(s, value, task)
+        except UsageError as e:
+            return f"holds a setting no run can have ({e})"
+    return ""
 
 
 def for_resume(stored: Mapping[str, Any], inv: Invocation) -> Config:

@@ -214,7 +214,7 @@ def full(problem: Bilevel, w0, alpha) -> Estimate:
     return truncated(problem, w0, alpha, k=problem.T)
 
 
-def truncated(problem: Bilevel, w0, alpha, *, k: int) -> Estimate:
+def truncated(problem: Bilevel, w0, alpha, *, k: int = 1) -> Estimate:
     """Truncated back-propagation (Shaban et al. 2019): reverse mode through the last k steps only."""
     check_int("truncated: k", k, 1)
     if k > problem.T:

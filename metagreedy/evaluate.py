@@ -20,6 +20,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from . import checkpoint
+from . import config
 from .config import Config, UsageError, path_text
 
 
@@ -53,9 +54,16 @@ class Run:
         ``query_mode="inductive"`` classifies each query without the other queries' batch-norm
         statistics."""
         self._few_shot("predict")
-        with torch.no_grad():
-            support_x, query_x = support_x.detach(), query_x.detach()
-        return self.task.predict(support_x, torch.as_tensor(support_y), query_x, query_mode).cpu()
+        size = self.facts.get("image_size", 28)
+        for name, x in (("support_x", support_x), ("query_x", query_x)):
+            if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4 or \
+                    tuple(x.shape[1:]) != (1, size, size):
+                raise ValueError(f"{name} must be a float tensor [N, 1, {size}, {size}] in [0, 1] (see "
+                                 f"metagreedy.data.omniglot.preprocess), got {_described(x)}")
+        support_y = torch.as_tensor(support_y)
+        if support_y.dim() != 1 or support_y.is_floating_point() or len(support_y) != len(support_x):
+            raise ValueError(f"support_y must hold one integer label per support image, got {_described(support_y)}")
+        return self.task.predict(support_x.detach(), support_y, query_x.detach(), query_mode).cpu()
 
     def evaluate(self, split: str = "test", tasks: Optional[int] = None, ways: Optional[int] = None,
                  shots: Optional[int] = None, queries: Optional[int] = None,
@@ -64,9 +72,18 @@ class Run:
         --final-eval-tasks) of the ``validation`` or ``test`` split, at the run's ways / shots /
         queries or others."""
         self._few_shot("evaluate")
-        n = tasks or self.config.final_eval_tasks
+        n = self.config.final_eval_tasks if tasks is None else tasks
+        for name, value in (("tasks", n), ("ways", ways), ("shots", shots), ("queries", queries)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         mean, ci = self.task.score(split, n, ways, shots, queries, query_mode)
         return Score(mean, ci, n)
+
+
+def _described(x) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a {x.dtype} tensor of shape {tuple(x.shape)}"
+    return type(x).__name__
 
 
 def load_run(path: str, device: Optional[str] = None, data_root: Optional[str] = None) -> Run:
@@ -76,7 +93,7 @@ def load_run(path: str, device: Optional[str] = None, data_root: Optional[str] =
     import tasks
 
     payload = checkpoint.load(path)
-    settings = dict(payload["config"])
+    settings = config.pin(payload["config"], payload.get("facts", {}))  # the data the run used, not the data found
     if data_root is not None and "data_root" in settings:
         settings["data_root"] = data_root
     cfg = Config(settings)
@@ -89,10 +106,13 @@ def load_run(path: str, device: Optional[str] = None, data_root: Optional[str] =
     stored = payload["hparams"]
     if sorted(stored) != sorted(task.hparams):
         raise checkpoint.CheckpointError(f"checkpoint in {path_text(path)} does not match its task's hyperparameters")
-    with torch.no_grad():
-        for name, value in stored.items():
-            task.hparams[name].copy_(value)
-    task.load_state(payload["task_state"])
+    try:
+        with torch.no_grad():
+            for name, value in stored.items():
+                task.hparams[name].copy_(value)
+        task.load_state(payload["task_state"])
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as e:
+        raise checkpoint.CheckpointError(f"checkpoint in {path_text(path)} is damaged ({type(e).__name__})") from None
     summary = None
     if os.path.exists(os.path.join(path, "summary.json")):
         import json
@@ -103,7 +123,7 @@ def load_run(path: str, device: Optional[str] = None, data_root: Optional[str] =
 
 def main(argv=None) -> int:
     from .data import DataError
-    p = argparse.ArgumentParser(prog="python -m metagreedy.evaluate",
+    p = _Parser(prog="python -m metagreedy.evaluate",
                                 description="Score a trained few-shot run on new episodes of its meta-validation or "
                                             "meta-test split, at its own or another number of ways and shots.")
     p.add_argument("run_dir", help="a run directory (with checkpoint.pt)")
@@ -117,8 +137,8 @@ def main(argv=None) -> int:
                         "is classified with the support images only, without the other queries' batch-norm statistics")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: the run's setting")
     p.add_argument("--data-root", help="where the data is on this machine (default: the run's)")
-    args = p.parse_args(argv)
     try:
+        args = p.parse_args(argv)
         for name in ("ways", "shots", "queries", "tasks"):
             if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
@@ -132,9 +152,17 @@ def main(argv=None) -> int:
             print(f"meta-{args.split} accuracy, {ways}-way {shots}-shot, {queries} queries per class, {score.tasks} "
                   f"tasks, {mode}: {100 * score.accuracy:.2f} ± {100 * score.ci95:.2f}%")
     except (UsageError, DataError, checkpoint.CheckpointError, TypeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {config.one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump
+        raise UsageError(message)
 
 
 if __name__ == "__main__":

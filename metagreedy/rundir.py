@@ -12,7 +12,7 @@ import os
 import tempfile
 import time
 
-from .config import UsageError, path_text
+from .config import UsageError, brief, path_text
 
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "summary.json", "config.yaml")
 LOCK = ".lock"
@@ -37,16 +37,6 @@ def check_usable(path: str, new: bool) -> None:
         raise UsageError(f"--resume: {path_text(path)} is not a run directory")
 
 
-def default_path(name: str, root: str = "runs") -> str:
-    """``runs/<name>-<time>``, with a suffix when a run started in the same second took that name."""
-    base = os.path.join(root, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    path, n = base, 1
-    while os.path.exists(path):
-        n += 1
-        path = f"{base}-{n}"
-    return path
-
-
 class RunDir:
     """The directory of the run this process owns, locked for as long as it lives."""
 
@@ -55,11 +45,31 @@ class RunDir:
         check_usable(path, new)
         try:
             os.makedirs(path, exist_ok=True)
-            self._fd = os.open(os.path.join(path, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise UsageError(f"cannot use run directory {path_text(path)}: {e.strerror or e}") from None
+            # O_NOFOLLOW: a link planted in the directory must not lead the lock (or any file of
+            # the run) to somebody else's file
+            self._fd = os.open(os.path.join(path, LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except (OSError, RecursionError) as e:
+            raise UsageError(f"cannot use run directory {path_text(path)}: {getattr(e, 'strerror', None) or e}") \
+                from None
         self._lock()
         check_usable(path, new)  # again, now that no other process can be starting a run in it
+
+    @classmethod
+    def fresh(cls, base: str) -> "RunDir":
+        """A new directory ``<base>-<time>`` (``-2``, ``-3``, ... when runs started in the same second
+        took that name): made with mkdir, which only one process can win."""
+        stem = f"{base}-{time.strftime('%Y%m%d-%H%M%S')}"
+        for n in range(1, 1000):
+            path = stem if n == 1 else f"{stem}-{n}"
+            try:
+                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+                os.mkdir(path)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise UsageError(f"cannot make run directory {path_text(path)}: {e.strerror or e}") from None
+            return cls(path, new=True)
+        raise UsageError(f"cannot make a run directory named {path_text(stem)}: a thousand exist")
 
     def _lock(self) -> None:
         import fcntl
@@ -94,10 +104,11 @@ def write_atomic(path: str, write, binary: bool = False, what: str = "", unique:
     try:
         if unique:
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=".tmp")
-            fh = os.fdopen(fd, "wb" if binary else "w")
         else:
-            fh = open(tmp, "wb" if binary else "w")
-        with fh:
+            if os.path.lexists(tmp):  # left by a crash, or planted: removed, never written through
+                os.remove(tmp)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb" if binary else "w") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -124,21 +135,35 @@ def write_yaml(path: str, data: dict) -> None:
 
 
 def repair_metrics(path: str, steps: int) -> int:
-    """Keep the rows of outer steps 0..steps-1 (what the checkpoint covers, in order), drop the rest:
-    rows logged after the checkpoint (they will be logged again) and a torn last line of a process
-    killed while appending. Returns the rows kept."""
+    """Keep the rows of outer steps 0..steps-1 (what the checkpoint covers), drop the rest: rows
+    logged after the checkpoint (they will be logged again) and a torn last line of a process killed
+    while appending. A damaged or out-of-order row before that is not guessed at: UsageError, and
+    the file is left as it is. Returns the rows kept."""
     if not os.path.exists(path):
         return 0
-    kept, expected = [], 0
     with open(path, "rb") as fh:
-        for raw in fh:
-            try:
-                row = json.loads(raw)
-            except ValueError:
-                break  # a torn line: nothing after it was written completely
-            if not isinstance(row, dict) or row.get("step") != expected or expected >= steps:
-                break
-            kept.append(raw.decode() if raw.endswith(b"\n") else raw.decode() + "\n")
-            expected += 1
+        lines = [line for line in fh.read().split(b"\n")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    kept = []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except ValueError:
+            if number == len(lines):
+                break  # torn: the last append of a killed process
+            raise UsageError(f"{path_text(path)}, line {number}, is damaged (not JSON); resuming would drop the "
+                             "rows after it: repair or remove that line") from None
+        step = row.get("step") if isinstance(row, dict) else None
+        if step != len(kept):
+            if isinstance(step, int) and step >= steps and not isinstance(step, bool):
+                break  # logged after the checkpoint
+            raise UsageError(f"{path_text(path)}, line {number}, holds outer step {brief(step)} where step "
+                             f"{len(kept)} was expected; repair the file before resuming")
+        if step >= steps:
+            break
+        kept.append(raw.decode() + "\n")
     write_text(path, "".join(kept))
     return len(kept)

@@ -68,8 +68,9 @@ class RunLog:
         if not enabled:
             return
         self._metrics_path = os.path.join(run_dir, "metrics.jsonl")
-        try:
-            self._metrics = open(self._metrics_path, "a")
+        try:  # appended to, never through a link planted in its place
+            fd = os.open(self._metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            self._metrics = os.fdopen(fd, "a")
         except OSError as e:
             raise WriteError(f"could not open {self._metrics_path}: {e.strerror or e}") from None
         if self.mode == "online":

@@ -96,12 +96,28 @@ def test_a_cells_path_depends_on_the_cell_only(tmp_path):
     ("  - {methods: [SGD], seeds: [0]}\n", "unknown method 'SGD'"),
     ("  - {methods: [FO], seeds: [0]}\n  - {methods: [FO], seeds: [0]}\n", "share the directory p/default/fo/seed0"),
     ("  - {settings: {T: 5}, methods: [FO], seeds: [0], path: 'x{U}'}\n", "{U} is not a setting"),
+    ("  - {settings: {T: 5}, methods: [FO], seeds: [0], path: '../x{T}'}\n", "must stay inside the plan's"),
+    ("  - 1\n  - 2\n", "is malformed"),
+    ("  - {methods: [FO], seeds: [x]}\n", "is malformed"),
+    ("  - {settings: 5, methods: [FO], seeds: [0]}\n", "is malformed"),
 ])
 def test_bad_plans_are_one_line(tmp_path, capsys, groups, message):
     plan = write_plan(tmp_path / "p.yaml", "name: p\ntrain: --task toy\nmethods: {FO: --method fo}\ngroups:\n" + groups)
     assert run_campaign("--plan", plan, "--budget-s", 10, "--out", tmp_path / "out") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.parametrize("head,args,message", [
+    ("name: ../../escape\n", ["--budget-s", "10"], "must be a plain directory name"),
+    ("name: p\n", ["--budget-s", "nan"], "the budget finite"),
+])
+def test_a_plan_cannot_write_outside_its_results_and_budgets_are_numbers(tmp_path, capsys, head, args, message):
+    plan = write_plan(tmp_path / "p.yaml", head + "train: --task toy\nmethods: {FO: --method fo}\n"
+                      "groups: [{methods: [FO], seeds: [0]}]\n")
+    assert run_campaign("--plan", plan, *args, "--out", tmp_path / "out") == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "escape").exists() and not (tmp_path.parent / "escape").exists()
 
 
 def test_a_bad_flag_in_a_plan_is_found_before_anything_runs(tmp_path, capsys):
@@ -141,7 +157,9 @@ def test_smoke_plan_runs_in_pieces_and_reports(tmp_path, capsys):
     for section in ("campaign_table3", "campaign_table2"):
         assert f"<!-- {section} -->" in page and f"<!-- /{section} -->" in page
     assert "| greedy 0.9 | " in page and "(1 seed)" in page and "seeds 1/1]" in page
-    assert "*paper: Ours (gamma=0.9)* | 86.83 ± 0.78 |" in page  # the paper's 3-way number
+    # the paper's numbers are on Omniglot, not beside the smoke plan's synthetic alphabet
+    assert "ran on the built-in synthetic alphabet, so the paper's numbers are not shown" in page
+    assert "*paper:" not in page.split("campaign_table3")[1]
     assert "No plan with cells of this experiment" in page.split("campaign_table2")[1]
     assert (tmp_path / "campaign_smoke.png").exists()
 
@@ -319,8 +337,11 @@ def test_report_chooses_gamma_on_validation_with_t_intervals(tmp_path):
     cell("hand/5way/greedy-0.999/seed0", meta_val_acc=0.83, meta_test_acc=0.9)
     (out / "hand/5way/greedy-0.99/seed2").mkdir()
     from metagreedy import checkpoint
+    import tasks
+    from metagreedy import config
+    settings = config.resolve(["--task", "omniglot", "--method", "greedy", "--gamma", "0.99"], tasks.defaults)
     torch.save({"format": checkpoint.FORMAT, "step": 700, "task": "omniglot",
-                "config": {"task": "omniglot", "outer_steps": 2000}, "hparams": {}, "outer_opt": {}, "rng": {},
+                "config": settings.to_dict(), "hparams": {}, "outer_opt": {}, "rng": {},
                 "bad_steps": 0, "elapsed": 1.0, "segments": [], "task_state": {}},
                out / "hand/5way/greedy-0.99/seed2/checkpoint.pt")
     # held-out protocol: gamma 0.99 has the higher validation accuracy and the lower test accuracy

@@ -98,10 +98,12 @@ def test_booleans_take_flag_no_flag_and_a_value_in_any_case(text, value):
     (["--outer-lr", "-1"], "--outer-lr must be a positive finite number"),
     (["--momentum", "1"], "--momentum must be in [0.0, 1.0), got 1.0"),
     (["--gamma", "nan"], "--gamma must be in [0.0, 1.0], got nan"),
-    (["--task", "hyper_cleaning", "--n-val", "0"], "--n-val must be at least 1, got 0"),
+    (["--task", "hyper_cleaning", "--n-val", "0"], "--n-val must be at least 1 and at most"),
     (["--task", "hyper_cleaning", "--dataset", "omniglot"], "unknown --dataset 'omniglot' for hyper_cleaning"),
     (["--dataset", "mnist"], "unknown --dataset 'mnist' for omniglot"),
     (["--loop", "fast"], "unknown --loop 'fast'; choose from auto, higher, func, batched"),
+    (["--meta-batch", str(10**20)], "--meta-batch must be at least 1 and at most 100,000"),
+    (["--inner-steps", str(10**12)], "--inner-steps must be at least 1 and at most 1,000,000,000"),
 ])
 def test_bad_settings_are_one_line_naming_the_setting(args, message):
     with pytest.raises(UsageError) as e:
@@ -154,6 +156,24 @@ def test_yaml_alias_bomb_is_refused_quickly_with_a_bounded_message(tmp_path):
         with pytest.raises(UsageError) as e:
             resolve("--config", str(path))
         assert "expands to more than" in str(e.value) and len(str(e.value)) < 300
+
+
+def test_yaml_numbers_without_a_dot_are_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("outer_lr: 1e-3\ninner_lr: 5E-2\n")  # YAML 1.1 reads these as strings
+    cfg = resolve("--config", str(path))
+    assert (cfg.outer_lr, cfg.inner_lr) == (1e-3, 5e-2)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p.write_text("[" * 50000 + "]" * 50000), "nested too deeply"),
+    (lambda p: p.mkdir(), "is not a regular file"),
+])
+def test_deep_or_odd_config_files_are_one_line(tmp_path, make, message):
+    path = tmp_path / "c.yaml"
+    make(path)
+    with pytest.raises(UsageError, match=message):
+        resolve("--config", str(path))
 
 
 def test_an_oversized_config_file_is_refused_before_it_is_parsed(tmp_path):

@@ -103,8 +103,24 @@ def test_the_command_line_scores_the_meta_test_split(trained, capsys):
     assert len(lines) == 2 and "5-way 2-shot" in lines[0] and lines[1].endswith("%") and "inductive" in lines[1]
 
 
+def test_bad_input_to_predict_and_evaluate_says_what_is_expected(trained):
+    path, _ = trained
+    run = metagreedy.load_run(path)
+    ep = run.task.test_tasks[0]
+    for xs, ys, message in [(ep.support_x[:, 0], ep.support_y, r"support_x must be a float tensor \[N, 1, 28, 28\]"),
+                            ((ep.support_x * 255).to(torch.uint8), ep.support_y, "support_x must be a float tensor"),
+                            (ep.support_x, ep.support_y.double(), "support_y must hold one integer label")]:
+        with pytest.raises(ValueError, match=message):
+            run.predict(xs, ys, ep.query_x)
+    for tasks_ in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="tasks must be a positive integer"):
+            run.evaluate(tasks=tasks_)
+
+
 @pytest.mark.parametrize("args,message", [(["--ways", "0"], "--ways must be at least 1"),
-                                          (["--ways", "30"], "30-way tasks need 30 classes")])
+                                          (["--ways", "30"], "30-way tasks need 30 classes"),
+                                          (["--tasks", "x"], "argument --tasks: invalid int value"),
+                                          (["--split", "train"], "argument --split: invalid choice")])
 def test_bad_requests_are_one_line(trained, capsys, args, message):
     path, _ = trained
     assert evaluate_main([path, *args]) == 2

@@ -139,10 +139,29 @@ def test_a_read_only_run_directory_is_one_line(tmp_path, capsys):
 
 
 def test_default_run_directories_never_collide(tmp_path):
-    first = rundir.default_path("toy-greedy-seed0", str(tmp_path))
-    os.makedirs(first)
-    second = rundir.default_path("toy-greedy-seed0", str(tmp_path))
-    assert second != first and second.startswith(first)
+    base = str(tmp_path / "runs" / "toy-greedy-seed0")
+    first, second = rundir.RunDir.fresh(base), rundir.RunDir.fresh(base)  # the same second, one process each
+    assert second.path != first.path and second.path.startswith(first.path)
+    first.close()
+    second.close()
+
+
+def test_a_link_planted_in_a_run_directory_is_never_written_through(tmp_path, capsys):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    path = tmp_path / "run"
+    path.mkdir()
+    (path / "checkpoint.pt.tmp").symlink_to(victim)
+    (path / "config.yaml.tmp").symlink_to(victim)
+    assert train.main(TOY + ["--run-dir", str(path), "--outer-steps", "3"]) == 0
+    assert victim.read_text() == "mine"
+    for name in (rundir.LOCK, "metrics.jsonl"):
+        fresh = tmp_path / f"run-{name}"
+        fresh.mkdir()
+        (fresh / name).symlink_to(victim)
+        capsys.readouterr()
+        assert train.main(TOY + ["--run-dir", str(fresh), "--outer-steps", "3"]) in (1, 2)
+        assert victim.read_text() == "mine"
 
 
 # ---- resume is consistent or refused ---------------------------------------------------------------------
@@ -180,12 +199,26 @@ def test_a_damaged_or_foreign_checkpoint_is_refused(tmp_path, capsys):
     path = str(tmp_path / "run")
     assert train.main(TOY + ["--run-dir", path, "--outer-steps", "4"]) == 0
     payload = checkpoint.load(path)
-    for change, message in [({"task": "omniglot"}, "its task and its config disagree"),
-                            ({"format": 1}, "written by another version"), ({"hparams": None}, "'hparams' is missing")]:
+    config = payload["config"]
+    for change, message in [
+            ({"task": "omniglot"}, "its task and its config disagree"),
+            ({"format": 1}, "written by another version"), ({"hparams": None}, "'hparams' is missing"),
+            ({"config": {k: v for k, v in config.items() if k != "gamma"}}, "lacks (['gamma'])"),
+            ({"config": {**config, "gamma": 7.0}}, "holds a setting no run can have"),
+            ({"config": {**config, "method": "magic"}}, "unknown task or method"),
+            ({"rng": {"torch": torch.zeros(3)}}, "is damaged (TypeError"),
+            ({"outer_opt": {"state": {}, "param_groups": []}}, "is damaged (ValueError"),
+            ({"pending_row": [1]}, "a pending row or facts that are not mappings")]:
         torch.save({**payload, **change}, os.path.join(path, "checkpoint.pt"))
+        before = snapshot(path)
         capsys.readouterr()
-        assert train.main(["--resume", path]) == 2
-        assert message in capsys.readouterr().err
+        assert train.main(["--resume", path, "--outer-steps", "6"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert snapshot(path) == before
+    torch.save({"layer.weight": torch.zeros(2)}, os.path.join(path, "checkpoint.pt"))  # not one of ours at all
+    assert train.main(["--resume", path]) == 2
+    assert "is not a metagreedy checkpoint" in capsys.readouterr().err
 
 
 def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path, capsys):
@@ -202,6 +235,46 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path, 
     err = capsys.readouterr().err
     assert "refusing to load it (loading it could run code)" in err and len(err.strip().splitlines()) == 1
     assert not marker.exists()
+
+
+def test_a_damaged_row_before_the_checkpoint_is_refused_and_nothing_is_dropped(tmp_path, capsys):
+    path = str(tmp_path / "run")
+    assert train.main(TOY + ["--run-dir", path, "--outer-steps", "20"]) == 0
+    metrics = os.path.join(path, "metrics.jsonl")
+    with open(metrics) as fh:
+        lines = fh.readlines()
+    lines.insert(6, "garbage\n")
+    with open(metrics, "w") as fh:
+        fh.writelines(lines)
+    before = snapshot(path)
+    capsys.readouterr()
+    assert train.main(["--resume", path, "--outer-steps", "25"]) == 2
+    assert "line 7, is damaged (not JSON)" in capsys.readouterr().err
+    assert snapshot(path) == before
+
+
+def test_resuming_a_finished_run_leaves_it_as_it_is(tmp_path, capsys):
+    path = str(tmp_path / "run")
+    assert train.main(TOY + ["--run-dir", path, "--outer-steps", "5"]) == 0
+    before = snapshot(path)
+    assert train.main(["--resume", path]) == 0
+    assert "has finished its 5 outer steps; nothing to do" in capsys.readouterr().err
+    assert snapshot(path) == before
+
+
+def test_a_resumed_run_keeps_the_dataset_it_used(tmp_path, monkeypatch, small_omniglot, capsys):
+    """auto chose the synthetic alphabet; data that appears later does not switch the run to it."""
+    path = str(tmp_path / "run")
+    args = [a for a in FEWSHOT if a not in ("--dataset", "synthetic")] + ["--data-root", str(tmp_path / "none")]
+    monkeypatch.setattr(tasks.load("omniglot"), "available", lambda root: False)
+    monkeypatch.setattr(tasks.load("omniglot"), "download", lambda root: (_ for _ in ()).throw(
+        __import__("metagreedy.data", fromlist=["DataError"]).DataError("offline")))
+    assert train.main(args + ["--run-dir", path, "--outer-steps", "2"]) == 0
+    monkeypatch.setattr(tasks.load("omniglot"), "available", lambda root: True)  # Omniglot appears
+    assert train.main(["--resume", path, "--outer-steps", "3"]) == 0
+    state = checkpoint.load(path)
+    assert state["config"]["dataset"] == "synthetic" and state["facts"]["dataset"] == "synthetic"
+    assert summary(path)["dataset"] == "synthetic"
 
 
 def test_metrics_are_repaired_to_what_the_checkpoint_covers(tmp_path, monkeypatch, reference):
@@ -320,6 +393,14 @@ def test_a_full_disk_while_logging_metrics_loses_nothing(tmp_path, monkeypatch, 
     assert_same_run(path, reference(TOY))
 
 
+def test_a_run_diverging_in_its_final_evaluation_is_one_line(tmp_path, capsys):
+    path = str(tmp_path / "run")
+    assert train.main(TOY + ["--run-dir", path, "--outer-steps", "2", "--inner-lr", "1e23"]) == 1
+    err = capsys.readouterr().err
+    assert "the final evaluation failed: train_loss is" in err and "Traceback" not in err
+    assert summary(path)["status"] == "diverged" and checkpoint.load(path)["step"] == 2
+
+
 def test_a_diverged_run_names_a_checkpoint_that_exists(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("METAGREEDY_FAULT", "nan+@0")
     path = str(tmp_path / "run")
@@ -349,3 +430,15 @@ def test_wandb_online_without_a_server_falls_back_to_offline_at_once(tmp_path, m
     assert train.main(TOY + ["--run-dir", path, "--wandb", "online", "--outer-steps", "3"]) == 0
     assert "W&B server unreachable" in capsys.readouterr().err
     assert any(d.startswith("offline-run-") for d in os.listdir(os.path.join(path, "wandb")))
+
+
+def test_an_error_about_a_huge_path_is_still_one_bounded_line(tmp_path, monkeypatch, capsys):
+    from metagreedy.data import omniglot
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # never the network, whatever the machine
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.setattr(tasks.load("omniglot"), "download", lambda root: omniglot.load_omniglot(root))  # its DataError
+    root = str(tmp_path / ("d" * 200) / ("e" * 200) / ("f" * 200))
+    assert train.main(["--dataset", "omniglot", "--data-root", root, "--wandb", "disabled"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 1100 and "Omniglot is not under" in err
+

@@ -324,6 +324,9 @@ def test_two_processes_equal_one(tmp_path):
     for name, value in final_hparams(one).items():
         torch.testing.assert_close(final_hparams(two)[name], value, rtol=1e-12, atol=1e-14)
     assert summary(two)["status"] == "finished"
+    for a, b in zip(rows(one), rows(two)):  # rank 0 logs the whole meta-batch's means, not its own share
+        for key in ("val_loss", "train_loss", "train_query_acc"):
+            assert b[key] == pytest.approx(a[key], rel=1e-12), key
 
 
 def test_auto_without_data_or_network_runs_synthetic_and_says_so(tmp_path):
