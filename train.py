@@ -60,6 +60,7 @@ def run(argv=None, stop=None) -> int:
         device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
                               else "cpu")
         dtype = getattr(torch, cfg.dtype)
+        config.apply_numerics(cfg)
         torch.manual_seed(cfg.seed)
 
         # ---- task: data, model, hyperparameters (bad data fails here, before anything is written) ----

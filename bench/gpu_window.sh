@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One GPU window of at most BUDGET_S seconds: measure first (throughput, precision), then advance
-# the campaign with what is left, then pack results/ and docs/ into OUT_DIR/window.tgz.
+# One GPU window of at most BUDGET_S seconds: measure first (throughput candidates, float32/TF32
+# against float64), then advance the campaign with what is left, then pack results/ and docs/ into
+# OUT_DIR/window.tgz.
 #   bash bench/gpu_window.sh BUDGET_S OUT_DIR [PLAN]
 # Needs .devdata/ and .whl/ from scripts/prepare_gpu_window.sh beside the checkout. Every step that
 # fails is said and the window goes on to the next; the campaign's cells stop with exact
@@ -15,24 +16,26 @@ left() { echo $((budget - ($(date +%s) - start))); }
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 PY=${PY:-python3}
-mkdir -p "$out" data /tmp/site
+data=${DATA_DIR:-data}  # where the .devdata archives are unpacked (a relative path: run configs record it)
+mkdir -p "$out" "$data" /tmp/site
 if ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site
 fi
-for f in .devdata/*.tgz; do [ -f "$f" ] && tar xzf "$f" -C data; done
-for f in data/*/raw/*.gz; do [ -f "$f" ] && [ ! -f "${f%.gz}" ] && gunzip -k "$f"; done
+for f in .devdata/*.tgz; do [ -f "$f" ] && tar xzf "$f" -C "$data"; done
+for f in "$data"/*/raw/*.gz; do [ -f "$f" ] && [ ! -f "${f%.gz}" ] && gunzip -k "$f"; done
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-  echo "== perf ($(left) s left)"
-  timeout $(( $(left) / 4 )) $PY bench/perf.py --device $device --steps 5 20 --repeats 3 || echo "perf did not finish"
+  echo "== throughput ($(left) s left)"
+  timeout $(( $(left) * 3 / 10 )) $PY bench/throughput.py --device $device --seconds "${SECONDS_EACH:-5}" \
+    --meta-batch "${META_BATCH:-16}" --parallel 4 || echo "throughput did not finish"
   echo "== precision ($(left) s left)"
-  timeout $(( $(left) / 6 )) $PY bench/precision.py --device $device --steps 5 20 50 --tasks 8 --data-root data \
-    || echo "precision did not finish"
+  timeout $(( $(left) / 4 )) $PY bench/precision.py --device $device --steps ${PRECISION_STEPS:-5 20} --tasks 8 \
+    --data-root "$data" || echo "precision did not finish"
   echo "== campaign ($(left) s left)"
   $PY bench/campaign.py run --plan "$plan" --budget-s $(( $(left) - 30 )) --parallel "${PARALLEL:-4}" \
-    --device $device --data-root data || echo "campaign run ended with an error"
+    --device $device --data-root "$data" || echo "campaign run ended with an error"
   $PY bench/campaign.py report
   $PY bench/campaign.py status
 } 2>&1 | tee "$out/window.log"

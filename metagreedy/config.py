@@ -120,6 +120,9 @@ SETTINGS = [
     S("seed", 0, "seed of the run: its tasks, noisy labels and initialisation are functions of it", check=SEED),
     S("max_bad_steps", 5, "consecutive non-finite hypergradients before the run stops", check=at_least(1)),
     S("dtype", "float32", "floating-point precision of the whole run", choices=("float32", "float64")),
+    S("tf32", False, "on a GPU, let float32 convolutions and matrix products run in TF32 (10-bit mantissa; torch's "
+      "default for cuDNN convolutions); off by default: hypergradients are sensitive to round-off "
+      "(docs/PERFORMANCE.md, precision)"),
     # ---- data and evaluation ----
     S("dataset", AUTO, "omniglot: auto (the real data if found or downloadable, else the built-in synthetic "
       "alphabet), omniglot or synthetic; hyper_cleaning: mnist or fashion_mnist", tasks=WITH_DATA, metavar="NAME",
@@ -553,3 +556,13 @@ def for_resume(stored: Mapping[str, Any], inv: Invocation) -> Config:
                          + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
                          + f". Only {allowed} may change on resume")
     return cfg.replace(**{k: v for k, v in inv.explicit.items() if BY_NAME[k].resumable})
+
+
+def apply_numerics(cfg) -> None:
+    """Set torch's process-wide TF32 switches from ``cfg.tf32``. A run stored before the setting
+    existed has none: torch's defaults (TF32 in cuDNN convolutions only) are left as they were."""
+    import torch
+    tf32 = cfg.get("tf32")
+    if tf32 is not None:
+        torch.backends.cudnn.allow_tf32 = bool(tf32)
+        torch.backends.cuda.matmul.allow_tf32 = bool(tf32)

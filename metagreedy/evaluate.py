@@ -101,6 +101,7 @@ def load_run(path: str, device: Optional[str] = None, data_root: Optional[str] =
     if want == "cuda" and not torch.cuda.is_available():
         raise UsageError("device cuda: no CUDA GPU is available here")
     dev = torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
+    config.apply_numerics(cfg)
     torch.manual_seed(cfg.seed)
     task = tasks.load(cfg.task).Task(cfg, dev, getattr(torch, cfg.dtype))
     stored = payload["hparams"]

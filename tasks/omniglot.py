@@ -181,7 +181,15 @@ class Task(TaskBase):
         leading axis, the network run with ``torch.func.vmap``. Tasks are independent, so the
         stacked problem's hypergradient (train loss summed over tasks, validation loss averaged)
         is the mean of the per-task hypergradients for every method (tests/test_omniglot.py)."""
-        xs, ys, xq, yq = (torch.stack(t) for t in zip(*[self._episode(e) for e in episodes]))
+        return self.batched_estimate_on(*self.stack(episodes), method=method)
+
+    def stack(self, episodes):
+        """A meta-batch's episodes as four tensors on the device, tasks on the first axis."""
+        return tuple(torch.stack(t) for t in zip(*[self._episode(e) for e in episodes]))
+
+    def batched_estimate_on(self, xs, ys, xq, yq, method=None):
+        """:meth:`batched_estimate` on stacked tensors: no host-device traffic but the final losses'
+        finiteness check, so that a GPU can capture it in a CUDA graph (bench/throughput.py)."""
         n_tasks, n_support = ys.shape
         stacked = lambda w, a, x: vmap(lambda wb, xb: self._forward(wb, a, xb))(w, x)  # noqa: E731
 
