@@ -17,7 +17,6 @@ hypergradient, the host syncs), in 5-way tasks per second, for:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
@@ -29,7 +28,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from metagreedy import config, estimators  # noqa: E402
+from metagreedy import config  # noqa: E402
+from metagreedy.cuda_graph import Replay  # noqa: E402
 
 
 def make_task(meta_batch, method, device, dtype):
@@ -46,80 +46,56 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-@contextlib.contextmanager
-def no_host_sync():
-    """The estimators' one host sync, the final losses' finiteness check, left out while a graph is
-    captured (a capture cannot wait for the GPU); the graphed step checks the losses after replay."""
-    finite = estimators._finite
-    estimators._finite = lambda name, loss: loss
-    try:
-        yield
-    finally:
-        estimators._finite = finite
+def graphed(task):
+    """``task.hypergradient`` through --loop graph's path (metagreedy.cuda_graph.Replay)."""
+    task.replay, task.loop = Replay(task.batched_estimate_on), "graph"
+    return task
 
 
-class Graphed:
-    """``Task.batched_estimate_on`` captured once in a CUDA graph; ``step`` copies a meta-batch's
-    episodes into the graph's input buffers, replays it and returns the hypergradient (sum over
-    the tasks, as ``Task.hypergradient``) and the losses."""
-
-    def __init__(self, task, step=0):
-        self.task, mb = task, task.cfg.meta_batch
-        self.inputs = task.stack([task.train_tasks[step * mb + j] for j in range(mb)])
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with no_host_sync(), torch.cuda.stream(stream):
-            for _ in range(3):  # warm-up outside the capture (cuDNN's choices, the allocator)
-                task.batched_estimate_on(*self.inputs)
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with no_host_sync(), torch.cuda.graph(self.graph):
-            self.out = task.batched_estimate_on(*self.inputs)
-
-    def step(self, step):
-        mb = self.task.cfg.meta_batch
-        for buf, new in zip(self.inputs, self.task.stack([self.task.train_tasks[step * mb + j] for j in range(mb)])):
-            buf.copy_(new)
-        self.graph.replay()
-        res, acc, n = self.out
-        losses = estimators._finite("train_loss", res.train_loss), estimators._finite("val_loss", res.val_loss)
-        return {k: g * n for k, g in res.grad.items()}, losses, acc.mean().item()
-
-
-def measure(mode, meta_batch, method, device, dtype, tf32, seconds):
-    """Tasks per second over ``seconds`` of outer steps (after two untimed ones)."""
+def measure(mode, meta_batch, method, device, dtype, tf32, seconds, start_at=None):
+    """Tasks per second over ``seconds`` of outer steps (after two untimed ones; from the wall-clock
+    time ``start_at`` when given, so that processes side by side time the same interval)."""
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
     task = make_task(meta_batch, method, device, dtype)
+    if mode == "graph":
+        graphed(task)
     members = list(range(meta_batch))
-    run = Graphed(task).step if mode == "graph" else lambda s: task.hypergradient(s, members)
-    run(0), run(1)
+    task.hypergradient(0, members), task.hypergradient(1, members)
     sync(device)
+    if start_at is not None:
+        time.sleep(max(0.0, start_at - time.time()))
     t0, steps = time.perf_counter(), 0
     while time.perf_counter() - t0 < seconds:
-        run(2 + steps)
+        task.hypergradient(2 + steps, members)
         steps += 1
     sync(device)
     return meta_batch * steps / (time.perf_counter() - t0)
 
 
-def graph_agreement(method, device, meta_batch):
-    """Largest relative difference, over the warp layers, between the graphed and the eager
-    hypergradient of the same meta-batches (float32, TF32 off)."""
+def agreement(method, device, meta_batch, dtype):
+    """Largest relative difference over the warp layers and three meta-batches: graph against
+    eager, and eager against itself (the same meta-batch twice; nonzero where kernels are not
+    deterministic, which round-off amplification then magnifies)."""
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    task = make_task(meta_batch, method, device, torch.float32)
-    graphed, worst = Graphed(task), 0.0
-    for step in (0, 5):
-        eager, _, _ = task.hypergradient(step, list(range(meta_batch)))
-        got, _, _ = graphed.step(step)
-        worst = max(worst, max(((got[k] - eager[k]).norm() / eager[k].norm()).item() for k in eager))
-    return worst
+    eager, graph = make_task(meta_batch, method, device, dtype), graphed(make_task(meta_batch, method, device, dtype))
+    members, worst, repeat = list(range(meta_batch)), 0.0, 0.0
+    rel = lambda a, b: max(((a[k] - b[k]).norm() / b[k].norm()).item() for k in b)  # noqa: E731
+    for step in range(3):
+        want = eager.hypergradient(step, members)[0]
+        worst = max(worst, rel(graph.hypergradient(step, members)[0], want))
+        repeat = max(repeat, rel(eager.hypergradient(step, members)[0], want))
+    return f"graph vs eager {worst:.1e}; eager vs eager {repeat:.1e}"
 
 
 def side_by_side(n, mode, meta_batch, method, device, seconds):
-    """Aggregate tasks/s of ``n`` processes, each timing ``mode``, started together."""
+    """Aggregate tasks/s of ``n`` processes, each timing ``mode`` over the same interval, with
+    the CPU's threads shared among them (as bench/campaign.py runs its cells)."""
+    start_at = time.time() + 30  # after every process has built its task and warmed up
+    threads = max(1, (os.cpu_count() or 1) // n)
     procs = [subprocess.Popen([sys.executable, __file__, "--worker", mode, f"--method={method}", "--device", str(device),
-                               "--meta-batch", str(meta_batch), "--seconds", str(seconds)], stdout=subprocess.PIPE,
-                              text=True) for _ in range(n)]
+                               "--meta-batch", str(meta_batch), "--seconds", str(seconds), "--start-at", str(start_at)],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+             for _ in range(n)]
     rates = [json.loads(p.communicate()[0].strip().splitlines()[-1])["tasks_per_s"] for p in procs]
     return sum(rates), rates
 
@@ -131,13 +107,16 @@ def main():
     p.add_argument("--method", default="--method greedy --gamma 0.9")
     p.add_argument("--parallel", type=int, nargs="+", default=[4], help="processes side by side")
     p.add_argument("--meta-batch", type=int, default=16, help="the experiment's; four times it is also measured")
+    p.add_argument("--parts", nargs="+", default=["single", "agreement", "parallel"],
+                   choices=("single", "agreement", "parallel"))
     p.add_argument("--worker", choices=("eager", "graph"), help=argparse.SUPPRESS)
+    p.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
     device = torch.device(args.device)
     if args.worker:
         print(json.dumps({"tasks_per_s": measure(args.worker, args.meta_batch, args.method, device, torch.float32, False,
-                                                 args.seconds)}), flush=True)
+                                                 args.seconds, args.start_at)}), flush=True)
         return
     graphs = device.type == "cuda"
     rows = []
@@ -157,13 +136,17 @@ def main():
               (f"eager, float32, TF32 off, meta-batch {big}", "eager", big, torch.float32, False)]
     if graphs:
         single += [(f"CUDA graph, float32, TF32 off, meta-batch {mb}", "graph", mb, torch.float32, False),
-                   (f"CUDA graph, float32, TF32 off, meta-batch {big}", "graph", big, torch.float32, False)]
-    for label, mode, n, dtype, tf32 in single:
-        row(label + ": tasks/s", lambda: round(measure(mode, n, args.method, device, dtype, tf32, args.seconds), 1))
-    if graphs:
-        row(f"CUDA graph against eager, meta-batch {mb}: largest relative difference",
-            lambda: f"{graph_agreement(args.method, device, mb):.1e}")
-    for n in args.parallel:
+                   (f"CUDA graph, float32, TF32 off, meta-batch {big}", "graph", big, torch.float32, False),
+                   (f"CUDA graph, float64, meta-batch {mb}", "graph", mb, torch.float64, False)]
+    if "single" in args.parts:
+        for label, mode, n, dtype, tf32 in single:
+            row(label + ": tasks/s",
+                lambda: round(measure(mode, n, args.method, device, dtype, tf32, args.seconds), 1))
+    if graphs and "agreement" in args.parts:
+        for dtype in (torch.float64, torch.float32):
+            row(f"largest relative difference of hypergradients, {str(dtype)[6:]}, meta-batch {mb}",
+                lambda: agreement(args.method, device, mb, dtype))
+    for n in args.parallel if "parallel" in args.parts else ():
         for mode in ("eager", "graph") if graphs else ("eager",):
             row(f"{n} processes side by side, {mode}, meta-batch {mb}: tasks/s together (each)",
                 lambda: (lambda total, each: f"{total:.1f} ({', '.join(f'{r:.1f}' for r in each)})")(
@@ -172,11 +155,11 @@ def main():
         from common import replace_section
         name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
         lines = [f"Device: {name}; torch {torch.__version__}; `python bench/throughput.py --device {args.device} "
-                 f"--seconds {args.seconds:g} --meta-batch {args.meta_batch} --parallel {' '.join(map(str, args.parallel))}`; method "
+                 f"--seconds {args.seconds:g} --meta-batch {args.meta_batch} --parallel {' '.join(map(str, args.parallel))} --parts {' '.join(args.parts)}`; method "
                  f"`{args.method}`, 5-way 1-shot, 10 queries per class, T = 5, batched path; an outer step as "
                  "train.py runs it (episodes to the device, hypergradient, host syncs).", "",
                  "| candidate | measured |", "| --- | --- |", *(f"| {label} | {value} |" for label, value in rows)]
-        replace_section(os.path.join(ROOT, "docs", "PERFORMANCE.md"), f"throughput_{device.type}", "\n".join(lines),
+        replace_section(os.path.join(ROOT, "docs", "PERFORMANCE.md"), f"throughput_{device.type}_{'_'.join(args.parts)}", "\n".join(lines),
                         title="# Performance")
 
 

@@ -7,7 +7,7 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from .estimators import METHODS, Bilevel, _finite, _run
+from .estimators import METHODS, Bilevel, _run, finite
 from .optim import OPTIMIZERS, Optimizer, check_int
 
 
@@ -147,5 +147,5 @@ def inner_loop(train_loss, params, hparams, *, steps: int, lr=0.1, momentum: flo
     problem = Bilevel(_loss_on_tuples("train_loss", train_loss, unflatten_w, unflatten_alpha), None,
                       make_optimizer(optimizer, lr, momentum, betas, eps), steps)
     w, _, loss = _run(problem, tuple(w.detach() for w in w0), problem.optimizer.init(w0), alpha, steps)
-    _finite("train_loss", loss)
+    finite("train_loss", loss)
     return unflatten_w(w)

@@ -149,9 +149,11 @@ SETTINGS = [
     S("final_eval_tasks", 600, "tasks for the final meta-validation and meta-test accuracy", tasks=FEWSHOT,
       check=at_least(1), metavar="N"),
     S("loop", AUTO, "how a meta-batch is computed: higher (per task, through higher's functional model and "
-      "SGD), func (per task, torch.func), batched (all tasks as one vmapped computation); auto = batched on a "
-      "GPU (5-7x the higher loop's throughput on an H100), higher on a CPU (faster there)", tasks=FEWSHOT,
-      choices=("auto", "higher", "func", "batched")),
+      "SGD), func (per task, torch.func), batched (all tasks as one vmapped computation), graph (batched, "
+      "captured once in a CUDA graph and replayed; CUDA only); auto = graph on a GPU (3.2x the batched path's "
+      "tasks/s on an H200, which is 5-7x the higher loop's on an H100; the same hypergradients), higher on a "
+      "CPU (faster there)", tasks=FEWSHOT,
+      choices=("auto", "higher", "func", "batched", "graph")),
     S("memory_format", AUTO, "per-task loop's convolutions: channels_last or contiguous; auto = channels_last on a "
       "CPU (measured faster there)", tasks=FEWSHOT, choices=("auto", "channels_last", "contiguous")),
     # ---- hyper-cleaning ----
@@ -515,6 +517,22 @@ def pin(settings: Mapping[str, Any], facts: Mapping[str, Any]) -> dict:
     return out
 
 
+# Settings added after runs were stored without them, with the value that says how those runs
+# behaved: a stored config that lacks one is read with it (upgrade()).
+ADDED_LATER = {"tf32": None}  # None: torch's defaults (TF32 in cuDNN convolutions, not in matmuls)
+
+
+def upgrade(stored: Mapping[str, Any]) -> dict:
+    """A stored config with the settings added since it was written, at their earlier behaviour."""
+    out = dict(stored)
+    task, method = out.get("task"), out.get("method")
+    if task in TASKS and method in METHOD_NAMES:
+        for name, value in ADDED_LATER.items():
+            if BY_NAME[name].applies(task, method):
+                out.setdefault(name, value)
+    return out
+
+
 def stored_problem(stored: Mapping[str, Any]) -> str:
     """Why a checkpoint's settings cannot be a run's ('' when they can): unknown or missing
     settings, or values no run could have."""
@@ -527,6 +545,8 @@ def stored_problem(stored: Mapping[str, Any]) -> str:
         return f"has settings this version does not know ({brief(unknown)}) or lacks ({brief(missing)})"
     for name, value in stored.items():
         s = BY_NAME[name]
+        if name in ADDED_LATER and value == ADDED_LATER[name]:
+            continue
         if not isinstance(value, s.kind) or (s.kind is int and isinstance(value, bool)):
             return f"holds {name} = {brief(value)}, not a {s.kind.__name__}"
         try:

@@ -14,6 +14,7 @@ autograd graph, and a NaN or infinite loss where the final losses become Python 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, NamedTuple, Sequence
 
@@ -41,11 +42,31 @@ class NonFiniteLoss(ValueError):
     gradient, and so w and the final losses, non-finite too."""
 
 
-def _finite(name: str, loss: Tensor) -> float:
+_DEFERRED = False  # set by deferred_finite_checks()
+
+
+def finite(name: str, loss: Tensor) -> float:
+    """``loss`` as a float; NonFiniteLoss if it is NaN or infinite (inside deferred_finite_checks(),
+    ``loss`` itself, unchecked)."""
+    if _DEFERRED:
+        return loss
     value = float(loss)
     if not math.isfinite(value):
         raise NonFiniteLoss(f"{name} is {value}")
     return value
+
+
+@contextlib.contextmanager
+def deferred_finite_checks():
+    """Within it, estimates keep their final losses as tensors, unchecked: no host sync, so that
+    the computation can be captured in a CUDA graph (metagreedy.cuda_graph). Whoever replays it
+    checks the losses with :func:`finite` afterwards."""
+    global _DEFERRED
+    before, _DEFERRED = _DEFERRED, True
+    try:
+        yield
+    finally:
+        _DEFERRED = before
 
 
 class Estimate(NamedTuple):
@@ -144,8 +165,8 @@ def _finish(problem, w, alpha, indirect, vjps, train_loss, val_grads=None) -> Es
     """The estimate ``grad_alpha L_val(w_T) + indirect``; ``val_grads`` at w_T when already computed."""
     _, direct, val = val_grads if val_grads is not None else _val_grads(problem, w, alpha)
     grad = direct if indirect is None else _add(direct, indirect)
-    return Estimate(tuple(x.detach() for x in grad), tuple(w), vjps, _finite("train_loss", train_loss),
-                    _finite("val_loss", val))
+    return Estimate(tuple(x.detach() for x in grad), tuple(w), vjps, finite("train_loss", train_loss),
+                    finite("val_loss", val))
 
 
 def greedy(problem: Bilevel, w0, alpha, *, gamma: float = 0.9, variant: str = "eq6",

@@ -101,7 +101,7 @@ def test_booleans_take_flag_no_flag_and_a_value_in_any_case(text, value):
     (["--task", "hyper_cleaning", "--n-val", "0"], "--n-val must be at least 1 and at most"),
     (["--task", "hyper_cleaning", "--dataset", "omniglot"], "unknown --dataset 'omniglot' for hyper_cleaning"),
     (["--dataset", "mnist"], "unknown --dataset 'mnist' for omniglot"),
-    (["--loop", "fast"], "unknown --loop 'fast'; choose from auto, higher, func, batched"),
+    (["--loop", "fast"], "unknown --loop 'fast'; choose from auto, higher, func, batched, graph"),
     (["--meta-batch", str(10**20)], "--meta-batch must be at least 1 and at most 100,000"),
     (["--inner-steps", str(10**12)], "--inner-steps must be at least 1 and at most 1,000,000,000"),
 ])

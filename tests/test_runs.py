@@ -442,3 +442,17 @@ def test_an_error_about_a_huge_path_is_still_one_bounded_line(tmp_path, monkeypa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and len(err) < 1100 and "Omniglot is not under" in err
 
+
+
+def test_a_checkpoint_stored_before_a_setting_existed_resumes_with_its_earlier_behaviour(tmp_path):
+    """A run stored without a setting added since (tf32) reads as that setting's earlier behaviour
+    and resumes to the same end as a run never interrupted."""
+    whole, part = str(tmp_path / "whole"), str(tmp_path / "part")
+    assert train.main(TOY + ["--run-dir", whole, "--outer-steps", "14"]) == 0
+    assert train.main(TOY + ["--run-dir", part, "--outer-steps", "7"]) == 0
+    payload = torch.load(os.path.join(part, checkpoint.LATEST), weights_only=True)
+    del payload["config"]["tf32"]
+    torch.save(payload, os.path.join(part, checkpoint.LATEST))
+    assert checkpoint.load(part)["config"]["tf32"] is None
+    assert train.main(["--resume", part, "--outer-steps", "14"]) == 0
+    assert torch.equal(checkpoint.load(part)["hparams"]["alpha"], checkpoint.load(whole)["hparams"]["alpha"])
