@@ -101,6 +101,8 @@ def load_run(path: str, device: Optional[str] = None, data_root: Optional[str] =
     if want == "cuda" and not torch.cuda.is_available():
         raise UsageError("device cuda: no CUDA GPU is available here")
     dev = torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
+    if cfg.get("loop") == "graph" and dev.type != "cuda":  # a GPU-trained run scored elsewhere: adaptation and
+        cfg = cfg.replace(loop="batched")                  # prediction do not use the graph; same numbers
     config.apply_numerics(cfg)
     torch.manual_seed(cfg.seed)
     task = tasks.load(cfg.task).Task(cfg, dev, getattr(torch, cfg.dtype))

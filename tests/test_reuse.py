@@ -3,6 +3,7 @@ reproduces its summary exactly, predict adapts to episodes of any number of ways
 python -m metagreedy.evaluate scores it on the meta-test split."""
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -47,6 +48,17 @@ def test_evaluate_reproduces_the_summary_exactly(trained):
     assert (test.accuracy, test.ci95, test.tasks) == (summary["meta_test_acc"], summary["meta_test_ci95"], 6)
     val = run.evaluate(split="validation", tasks=6)
     assert (val.accuracy, val.ci95) == (summary["meta_val_acc"], summary["meta_val_ci95"])
+
+
+def test_a_run_trained_with_the_cuda_graph_is_scored_on_a_cpu(trained, tmp_path):
+    path, summary = trained
+    copy = str(tmp_path / "graph-run")
+    shutil.copytree(path, copy, ignore=shutil.ignore_patterns(".lock"))
+    payload = torch.load(os.path.join(copy, checkpoint.LATEST), weights_only=True)
+    payload["config"]["loop"] = "graph"
+    torch.save(payload, os.path.join(copy, checkpoint.LATEST))
+    test = metagreedy.load_run(copy, device="cpu").evaluate(split="test")
+    assert (test.accuracy, test.ci95) == (summary["meta_test_acc"], summary["meta_test_ci95"])
 
 
 def test_nothing_is_redrawn_the_initialisation_comes_from_the_checkpoint(trained):
