@@ -29,14 +29,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from metagreedy import config  # noqa: E402
-from metagreedy.cuda_graph import Replay  # noqa: E402
 
 
-def make_task(meta_batch, method, device, dtype):
+def make_task(meta_batch, method, device, dtype, loop="batched"):
     import tasks
     from metagreedy.data import get_tasksets
     tasksets = get_tasksets("synthetic", 5, 1, 10, synthetic_classes=(100, 20))
-    cfg = config.resolve(["--task", "omniglot", "--meta-batch", str(meta_batch), "--loop", "batched",
+    cfg = config.resolve(["--task", "omniglot", "--meta-batch", str(meta_batch), "--loop", loop,
                           *method.split()], tasks.defaults)
     return tasks.load("omniglot").Task(cfg, device, dtype, tasksets=tasksets)
 
@@ -46,19 +45,11 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def graphed(task):
-    """``task.hypergradient`` through --loop graph's path (metagreedy.cuda_graph.Replay)."""
-    task.replay, task.loop = Replay(task.batched_estimate_on), "graph"
-    return task
-
-
 def measure(mode, meta_batch, method, device, dtype, tf32, seconds, start_at=None):
     """Tasks per second over ``seconds`` of outer steps (after two untimed ones; from the wall-clock
     time ``start_at`` when given, so that processes side by side time the same interval)."""
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
-    task = make_task(meta_batch, method, device, dtype)
-    if mode == "graph":
-        graphed(task)
+    task = make_task(meta_batch, method, device, dtype, loop="graph" if mode == "graph" else "batched")
     members = list(range(meta_batch))
     task.hypergradient(0, members), task.hypergradient(1, members)
     sync(device)
@@ -77,7 +68,7 @@ def agreement(method, device, meta_batch, dtype):
     eager, and eager against itself (the same meta-batch twice; nonzero where kernels are not
     deterministic, which round-off amplification then magnifies)."""
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    eager, graph = make_task(meta_batch, method, device, dtype), graphed(make_task(meta_batch, method, device, dtype))
+    eager, graph = (make_task(meta_batch, method, device, dtype, loop) for loop in ("batched", "graph"))
     members, worst, repeat = list(range(meta_batch)), 0.0, 0.0
     rel = lambda a, b: max(((a[k] - b[k]).norm() / b[k].norm()).item() for k in b)  # noqa: E731
     for step in range(3):
