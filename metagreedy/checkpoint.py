@@ -93,6 +93,7 @@ def load(run_dir: str) -> dict:
     problem = _problem(payload)
     if problem:
         raise CheckpointError(f"checkpoint {path_text(path)} {problem}")
+    payload["config"] = config.upgrade(payload["config"])
     return payload
 
 
@@ -107,7 +108,6 @@ def _problem(payload) -> str:
             return f"is incomplete or damaged ('{key}' is missing or not a {kind.__name__})"
     if payload["config"].get("task") != payload["task"]:
         return "is damaged (its task and its config disagree)"
-    payload["config"] = config.upgrade(payload["config"])
     problem = config.stored_problem(payload["config"])
     if problem:
         return f"is damaged: its config {problem}"

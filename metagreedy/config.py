@@ -540,7 +540,7 @@ def stored_problem(stored: Mapping[str, Any]) -> str:
     if task not in TASKS or method not in METHOD_NAMES:
         return f"names an unknown task or method ({brief(task)}, {brief(method)})"
     want = {s.name for s in SETTINGS if s.applies(task, method)}
-    unknown, missing = sorted(set(stored) - want), sorted(want - set(stored))
+    unknown, missing = sorted(set(stored) - want), sorted(want - set(stored) - set(ADDED_LATER))
     if unknown or missing:
         return f"has settings this version does not know ({brief(unknown)}) or lacks ({brief(missing)})"
     for name, value in stored.items():

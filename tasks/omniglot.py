@@ -195,7 +195,7 @@ class Task(TaskBase):
 
     def batched_estimate_on(self, xs, ys, xq, yq, method=None):
         """:meth:`batched_estimate` on stacked tensors: no host-device traffic but the final losses'
-        finiteness check, so that a GPU can capture it in a CUDA graph (bench/throughput.py)."""
+        finiteness check, so that a GPU can capture it in a CUDA graph (``--loop graph``)."""
         n_tasks, n_support = ys.shape
         stacked = lambda w, a, x: vmap(lambda wb, xb: self._forward(wb, a, xb))(w, x)  # noqa: E731
 
