@@ -441,7 +441,7 @@ def run(args, started: float) -> int:
             fh.write(plan.text)
     device = device_kind(args.device)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = max(1, cores // args.parallel)
+    threads = args.threads or max(1, cores // args.parallel)
 
     states = {cell: state(cell, args.out) for cell in plan.cells}
     for cell, s in states.items():  # finished while the last campaign was being stopped
@@ -557,6 +557,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--plan", required=True)
     r.add_argument("--budget-s", type=float, required=True, help="wall-clock seconds for the whole command")
     r.add_argument("--parallel", type=int, default=1, help="cells side by side on the device")
+    r.add_argument("--threads", type=int, default=0,
+                   help="torch threads of each cell (default: the cores divided by --parallel)")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     r.add_argument("--data-root", default=None, help="passed to every train.py (default: train.py's)")
     r.add_argument("--grace-s", type=float, default=None,

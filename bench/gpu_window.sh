@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # One GPU window of at most BUDGET_S seconds: measure first (throughput candidates, float32/TF32
 # against float64), then advance the campaign with what is left, then pack results/ and docs/ into
-# OUT_DIR/window.tgz. MEASURE=0 skips the measurements; PARALLEL (default 2) cells side by side: with
-# --loop graph one run fills an H200 (docs/PERFORMANCE.md), a second hides loading and evaluations.
-#   bash bench/gpu_window.sh BUDGET_S OUT_DIR [PLAN]
+# OUT_DIR/window.tgz. MEASURE=0 skips the measurements. Each PLAN[:N] runs its cells N at a time
+# (default PARALLEL, 2: with --loop graph one run at meta-batch 16 fills an H200, docs/PERFORMANCE.md,
+# a second hides loading and evaluations); several plans run side by side, each its own campaign
+# process (their cells are in separate directories). MPS=1 starts NVIDIA's multi-process service
+# first, so that the small kernels of many processes share the GPU at once (skipped if it fails).
+#   bash bench/gpu_window.sh BUDGET_S OUT_DIR [PLAN[:N] ...]
 # Needs .devdata/ and .whl/ from scripts/prepare_gpu_window.sh beside the checkout. Every step that
 # fails is said and the window goes on to the next; the campaign's cells stop with exact
 # checkpoints, so the next window, on any machine, continues where this one ended.
 set -u
-budget=${1:?usage: gpu_window.sh BUDGET_S OUT_DIR [PLAN]}
-out=${2:?usage: gpu_window.sh BUDGET_S OUT_DIR [PLAN]}
-plan=${3:-configs/campaign/table3.yaml}
+budget=${1:?usage: gpu_window.sh BUDGET_S OUT_DIR [PLAN[:N] ...]}
+out=${2:?usage: gpu_window.sh BUDGET_S OUT_DIR [PLAN[:N] ...]}
+shift 2
+plans=("${@:-configs/campaign/table3.yaml}")
 device=${DEVICE:-cuda}  # DEVICE=cpu rehearses the window on a machine without a GPU
 start=$(date +%s)
 left() { echo $((budget - ($(date +%s) - start))); }
@@ -36,9 +40,22 @@ for f in "$data"/*/raw/*.gz; do [ -f "$f" ] && [ ! -f "${f%.gz}" ] && gunzip -k 
   timeout $(( $(left) / 4 )) $PY bench/precision.py --device $device --steps ${PRECISION_STEPS:-5 20} --tasks 8 \
     --data-root "$data" || echo "precision did not finish"
   fi
-  echo "== campaign ($(left) s left)"
-  $PY bench/campaign.py run --plan "$plan" --budget-s $(( $(left) - 30 )) --parallel "${PARALLEL:-2}" \
-    --device $device --data-root "$data" || echo "campaign run ended with an error"
+  if [ "${MPS:-0}" = 1 ]; then
+    if nvidia-cuda-mps-control -d && $PY -c "import torch; torch.ones(1, device='cuda').sum().item()"; then
+      echo "MPS started"
+    else
+      echo quit | nvidia-cuda-mps-control 2>/dev/null; echo "MPS did not start: processes share the GPU by time slices"
+    fi
+  fi
+  echo "== campaign ($(left) s left): ${plans[*]}"
+  end=$(( $(left) - 30 ))
+  for spec in "${plans[@]}"; do
+    plan=${spec%%:*}; n=${PARALLEL:-2}; [ "$spec" != "$plan" ] && n=${spec##*:}
+    $PY bench/campaign.py run --plan "$plan" --budget-s $end --parallel "$n" --device $device --data-root "$data" \
+      --threads "${THREADS:-0}" > "$out/$(basename "$plan" .yaml).log" 2>&1 || echo "campaign $plan ended with an error" &
+  done
+  wait
+  for spec in "${plans[@]}"; do tail -n 30 "$out/$(basename "${spec%%:*}" .yaml).log"; done
   $PY bench/campaign.py report
   $PY bench/campaign.py status
 } 2>&1 | tee "$out/window.log"

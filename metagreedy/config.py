@@ -59,6 +59,7 @@ def in_range(low, high, high_open=False):
 
 
 POSITIVE = (lambda v: math.isfinite(v) and v > 0), "a positive finite number"
+NON_NEGATIVE = (lambda v: math.isfinite(v) and v >= 0), "a finite number >= 0"
 UNIT_OPEN = (lambda v: 0 < v < 1), "in (0, 1)"
 SEED = (lambda v: 0 <= v < 2**63), "an integer in [0, 2^63)"
 
@@ -102,6 +103,9 @@ SETTINGS = [
     S("variant", "eq6", "greedy: eq6 = equation 6 as written; final = grad L_val(w_T) in every term",
       choices=("eq6", "final"), methods=("greedy",)),
     S("terms", 2, "IFT: Neumann series terms K", check=at_least(0), methods=("ift",), metavar="K"),
+    S("neumann_lr", 0.0, "IFT: the Neumann step eta in H^-1 ~ eta sum_{j<=K} (I - eta H)^j; the series converges "
+      "only where every Hessian eigenvalue at w_T lies in (0, 2/eta); 0 = the inner learning rate",
+      check=NON_NEGATIVE, methods=("ift",), metavar="ETA"),
     S("k", 1, "truncated: inner steps back-propagated through (at most --inner-steps)", check=at_least(1),
       methods=("truncated",)),
     S("step_val_batch", 0, "greedy eq6: validation examples behind grad L_val(w_t) at the steps t < T, a fresh "
@@ -168,6 +172,10 @@ SETTINGS = [
       metavar="N"),
     S("val_batch", 0, "validation mini-batch per hypergradient, fresh each outer step (0 = the whole set)",
       tasks=CLEANING, check=at_least(0), metavar="N"),
+    S("inner_start", "continue", "where each outer step's T inner steps start: continue = from the previous outer "
+      "step's w_T (one online trajectory of outer-steps x T steps; the momentum restarts), fresh = from the same "
+      "initialisation w_0 every outer step (Franceschi et al. 2017); the paper states neither", tasks=CLEANING,
+      choices=("continue", "fresh")),
     S("hpo", True, "tune the example weights; --no-hpo keeps alpha = 0 (the 'w/o HPO' row, same training)",
       tasks=CLEANING),
     S("oracle", False, "train on the clean examples only (the oracle row)", tasks=CLEANING),
@@ -519,7 +527,9 @@ def pin(settings: Mapping[str, Any], facts: Mapping[str, Any]) -> dict:
 
 # Settings added after runs were stored without them, with the value that says how those runs
 # behaved: a stored config that lacks one is read with it (upgrade()).
-ADDED_LATER = {"tf32": None}  # None: torch's defaults (TF32 in cuDNN convolutions, not in matmuls)
+ADDED_LATER = {"tf32": None,  # None: torch's defaults (TF32 in cuDNN convolutions, not in matmuls)
+               "neumann_lr": 0.0,  # the inner learning rate, as before the setting existed
+               "inner_start": "continue"}
 
 
 def upgrade(stored: Mapping[str, Any]) -> dict:

@@ -30,10 +30,13 @@ class TaskBase:
 
 
 def method_options(cfg) -> dict:
-    """The options of ``cfg.method`` taken from the config (gamma, variant, terms, k); a task adds
-    ``step_val_loss`` itself (it knows its validation data)."""
-    return {name: getattr(cfg, name) for name in mg.method_options(cfg.method)
-            if name not in ("neumann_lr", "step_val_loss")}
+    """The options of ``cfg.method`` taken from the config (gamma, variant, terms, neumann_lr, k); a
+    task adds ``step_val_loss`` itself (it knows its validation data). ``--neumann-lr 0`` leaves
+    IFT's step to its default, the inner learning rate."""
+    options = {name: getattr(cfg, name) for name in mg.method_options(cfg.method) if name != "step_val_loss"}
+    if not options.get("neumann_lr", 1):
+        del options["neumann_lr"]
+    return options
 
 
 def options_for(cfg, method: str, step_val_loss) -> dict:
