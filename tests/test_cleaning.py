@@ -76,3 +76,25 @@ def test_step_val_batch_larger_than_the_validation_set_is_refused_before_any_dat
         tasks.load("hyper_cleaning").check(cfg)
     tasks.load("hyper_cleaning").check(config.resolve(["--task", "hyper_cleaning", *flags, "--step-val-batch",
                                                        str(limit)], tasks.defaults))
+
+
+def test_fresh_inner_start_restarts_every_outer_step_from_w0_and_evaluates_w_T(monkeypatch):
+    fresh = hyper_cleaning_task(monkeypatch, inner_start="fresh")
+    online = hyper_cleaning_task(monkeypatch)
+    w0 = {k: v.clone() for k, v in fresh.w.items()}
+    for task in (fresh, online):  # two outer steps without changing alpha
+        for step in range(2):
+            task.hypergradient(step, [0])
+            task.commit()
+    assert all(torch.equal(fresh.w[k], w0[k]) for k in w0)  # fresh: the next outer step starts at w_0
+    assert any(not torch.equal(online.w[k], w0[k]) for k in w0)  # continue: it goes on from w_T
+    # what fresh evaluates is w_T of an outer step: T steps from w_0 at the current alpha
+    res = fresh._estimate(0, "fo")
+    trained = fresh.trained()
+    for k in w0:
+        torch.testing.assert_close(trained[k], res.params[k], rtol=1e-12, atol=1e-14)
+    # the second outer step of the online run starts where the first ended, so its hypergradient differs
+    again = hyper_cleaning_task(monkeypatch, inner_start="fresh")
+    g1 = again.hypergradient(0, [0])[0]["alpha"]
+    again.commit()
+    torch.testing.assert_close(again.hypergradient(1, [0])[0]["alpha"], g1, rtol=1e-12, atol=1e-15)

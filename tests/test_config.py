@@ -7,6 +7,7 @@ import itertools
 import os
 
 import pytest
+import torch
 import yaml
 
 import metagreedy as mg
@@ -266,3 +267,32 @@ def test_train_py_has_no_task_specific_branches():
         source = fh.read()
     for name in config.TASKS:
         assert f'"{name}"' not in source and f"'{name}'" not in source, name
+
+
+@pytest.mark.parametrize("flags,want", [([], None), (["--neumann-lr", "0.01"], 0.01), (["--neumann-lr", "0"], None)])
+def test_neumann_lr_reaches_ift_and_zero_means_the_inner_lr(flags, want):
+    from tasks.common import method_options
+    cfg = config.resolve(["--task", "toy", "--method", "ift", "--terms", "3", *flags], tasks.defaults)
+    assert method_options(cfg) == ({"terms": 3} if want is None else {"terms": 3, "neumann_lr": want})
+
+
+def test_neumann_lr_changes_the_ift_estimate_of_a_run():
+    toy = tasks.load("toy")
+    lr = config.resolve(["--task", "toy"], tasks.defaults).inner_lr
+
+    def grad(eta):
+        cfg = config.resolve(["--task", "toy", "--method", "ift", "--neumann-lr", str(eta)], tasks.defaults)
+        return toy.Task(cfg, torch.device("cpu"), torch.float64).hypergradient(0, [0])[0]["alpha"]
+    default, same, other = grad(0), grad(lr), grad(lr / 5)
+    assert torch.equal(default, same)
+    assert not torch.allclose(other, default)
+
+
+@pytest.mark.parametrize("args", [["--task", "toy", "--method", "ift", "--neumann-lr", "-0.1"],
+                                  ["--task", "toy", "--method", "ift", "--neumann-lr", "nan"],
+                                  ["--task", "toy", "--method", "greedy", "--neumann-lr", "0.1"],
+                                  ["--task", "toy", "--inner-start", "fresh"],
+                                  ["--task", "hyper_cleaning", "--inner-start", "sometimes"]])
+def test_the_new_settings_refuse_what_cannot_apply(args):
+    with pytest.raises(config.UsageError):
+        config.resolve(args, tasks.defaults)
