@@ -13,7 +13,7 @@ from tables import table
 def report(args) -> int:
     doc_dir = os.path.dirname(os.path.abspath(args.doc))
     parts = {task: [] for task in LAYOUTS}
-    for plan in plans_in(args.out, args.plan):
+    for plan in sorted(plans_in(args.out, args.plan), key=_plan_order):
         by_task = {}
         for cell in plan.cells:
             by_task.setdefault(resolved(cell.args).task, []).append(cell)
@@ -24,7 +24,7 @@ def report(args) -> int:
         body = parts[task] or [f"No plan with cells of this experiment has run into `{shown(args.out)}` yet: "
                                f"`python bench/campaign.py run --plan configs/campaign/{layout['plan']}.yaml "
                                "--budget-s S` runs the next cells (README, *Campaign*)."]
-        replace_section(args.doc, layout["section"], "\n\n".join([layout["title"], *body]))
+        replace_section(args.doc, layout["section"], "\n\n".join([layout["title"], layout["intro"], *body]))
     print(f"wrote the campaign sections of {args.doc}")
     return 0
 
@@ -42,17 +42,31 @@ def _table2_metrics(protocol):
     return [main, ("detect_f1", "Detection F1 of `sigmoid(alpha) < 0.5` against the corrupted examples:", False)]
 
 
+def _plan_order(plan: Plan):
+    """The primary plan of each experiment first, then its other readings, then the studies."""
+    ranks = [name for layout in LAYOUTS.values() for name in layout["readings"]]
+    return (ranks.index(plan.name) if plan.name in ranks else len(ranks), plan.name)
+
+
 # How the report lays out an experiment's cells: a part per value of ``part`` (of the cell's
 # resolved config), a column per value of ``column``, a row per method label; ``metrics(part)``
 # lists the tables (summary key, caption, whether the paper's numbers go beside it).
 LAYOUTS = {
     "omniglot": dict(
-        plan="table3", section="campaign_table3", title="## Campaign: few-shot Omniglot, 1-shot (table 3)",
+        plan="table3_mb1", readings=("table3_mb1", "table3"), section="campaign_table3",
+        title="## Campaign: few-shot Omniglot, 1-shot (table 3)",
+        intro="The primary reading is plan `table3_mb1` (one task per outer step); plan `table3` (16 tasks per "
+              "outer step) is the other reading of the paper's unstated meta-batch, and `ift_neumann` the study of "
+              "IFT's Neumann step. Why: *The paper's unstated choices* below.",
         part=lambda cfg: None, column=lambda cfg: (cfg.ways,), label=lambda key: f"{key[0]}-way",
         paper="TABLE3", paper_columns=lambda paper: [(w,) for w in paper.TABLE3_WAYS], metrics=_table3_metrics,
         choose_by="meta_val_acc", gamma_label="greedy, gamma chosen on meta-validation"),
     "hyper_cleaning": dict(
-        plan="table2", section="campaign_table2", title="## Campaign: data hyper-cleaning (table 2)",
+        plan="table2", readings=("table2",), section="campaign_table2",
+        title="## Campaign: data hyper-cleaning (table 2)",
+        intro="The primary reading is plan `table2` (the network trains online, `--inner-start continue`); "
+              "`cleaning_inner_start` compares it with a fresh start every outer step. Why: *The paper's unstated "
+              "choices* below.",
         part=lambda cfg: cfg.protocol, column=lambda cfg: (cfg.dataset, cfg.noise),
         label=lambda key: f"{key[0]} {key[1]}", paper="TABLE2",
         paper_columns=lambda paper: list(paper.TABLE2_SETTINGS), metrics=_table2_metrics,
