@@ -14,8 +14,7 @@ import signal
 import numpy as np
 import torch
 
-from . import faults
-from . import config
+from . import config, faults, files
 from .config import brief, path_text
 from .rundir import WriteError, write_atomic
 
@@ -115,4 +114,43 @@ def _problem(payload) -> str:
         return "is damaged (a pending row or facts that are not mappings)"
     if payload["step"] < 0 or not all(isinstance(v, torch.Tensor) for v in payload["hparams"].values()):
         return "is damaged (bad step or hyperparameters)"
+    if "run_id" in payload and files.run_id_problem(payload["run_id"]):
+        return files.run_id_problem(payload["run_id"])
     return ""
+
+
+def new_run_id() -> str:
+    """The identity of a run, written at its first step into its checkpoint, config.yaml, every
+    metrics row and summary.json: files of another run are told apart from the run's own."""
+    import uuid
+    return uuid.uuid4().hex
+
+
+def check_belongs(run_dir: str, payload: dict) -> None:
+    """Refuse a checkpoint that is not its directory's run: its run id must be the one in the
+    directory's config.yaml and summary.json, and its settings those of config.yaml (a run stored
+    before runs had ids has none anywhere). A damaged file is refused too (files.FileDamaged)."""
+    run_id, path = payload.get("run_id", ""), os.path.join(run_dir, LATEST)
+    settings, summary = files.read_settings(run_dir), files.read_summary(run_dir)
+    for name, data in (("config.yaml", settings), ("summary.json", summary)):
+        if data is not None and data.get("run_id", "") != run_id:
+            raise CheckpointError(f"checkpoint {path_text(path)} is of another run than the directory's {name} "
+                                  f"(run_id {brief(run_id or 'none')}, {name} has {brief(data.get('run_id', 'none'))})"
+                                  "; refusing it (copied from another run?)")
+    if settings is not None:
+        def fixed(stored, facts):
+            values = config.pin(config.upgrade(stored), facts)
+            return {k: v for k, v in values.items() if k in config.BY_NAME and not config.BY_NAME[k].resumable}
+        if fixed(settings, settings.get("facts") or {}) != fixed(payload["config"], payload.get("facts", {})):
+            raise CheckpointError(f"checkpoint {path_text(path)} holds settings other than the directory's "
+                                  "config.yaml; refusing it (copied from another run?)")
+
+
+def restore_hparams(task, stored: dict, where: str) -> None:
+    """Copy a checkpoint's hyperparameters into a task built from its settings; names or shapes that
+    do not fit are a damaged checkpoint, never broadcast."""
+    if sorted(stored) != sorted(task.hparams) or any(stored[n].shape != task.hparams[n].shape for n in stored):
+        raise CheckpointError(f"{where} holds hyperparameters that do not match its task's (names or shapes)")
+    with torch.no_grad():
+        for name, value in stored.items():
+            task.hparams[name].copy_(value)

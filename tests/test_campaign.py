@@ -182,7 +182,7 @@ min_start_s: 1
 methods: {greedy 0.5: --method greedy --gamma 0.5}
 groups: [{methods: [greedy 0.5], seeds: [0]}]
 """
-TIMING = {"step_time", "wall_time", "total_time"}
+TIMING = {"step_time", "wall_time", "total_time", "run_id"}  # and the identity: each run has its own
 
 
 def test_a_cell_stopped_by_the_budget_resumes_bit_identical(tmp_path, monkeypatch):
