@@ -1,7 +1,6 @@
 """Helpers for the bench scripts: run train.py in-process or as a subprocess, read its outputs."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -9,7 +8,11 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from metagreedy import files  # noqa: E402
+from metagreedy.rundir import open_append, write_atomic, write_text  # noqa: E402
 from metagreedy.stats import mean_ci95  # noqa: E402
+
+_said = []  # what has been said once in this process
 
 
 def run_train(args: list[str], run_dir: str, threads: int | None = None, log_path: str | None = None):
@@ -18,7 +21,7 @@ def run_train(args: list[str], run_dir: str, threads: int | None = None, log_pat
     env = {**os.environ, "PYTHONPATH": ROOT, "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled")}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    out = open(log_path or os.devnull, "a")
+    out = open_append(log_path) if log_path else open(os.devnull, "a")
     flags = ["--resume", run_dir] if os.path.exists(os.path.join(run_dir, "checkpoint.pt")) else [*args, "--run-dir",
                                                                                                   run_dir]
     return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *flags, "--no-progress"], env=env,
@@ -45,22 +48,14 @@ def finished(run_dir: str) -> bool:
 
 
 def summary(run_dir: str):
-    path = os.path.join(run_dir, "summary.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as fh:
-        return json.load(fh)
+    """A run's summary.json, checked (metagreedy.files); None when it has none."""
+    return files.read_summary(run_dir)
 
 
 def metrics(run_dir: str) -> list[dict]:
     """The rows of ``metrics.jsonl``, or of the thinned ``curve.jsonl`` that a finished campaign cell
     keeps instead; none when the run has neither."""
-    for name in ("metrics.jsonl", "curve.jsonl"):
-        path = os.path.join(run_dir, name)
-        if os.path.exists(path):
-            with open(path) as fh:
-                return [json.loads(line) for line in fh if line.strip()]
-    return []
+    return files.metrics_rows(run_dir)
 
 
 def replace_section(path: str, name: str, text: str, title: str = "# Results") -> None:
@@ -68,16 +63,13 @@ def replace_section(path: str, name: str, text: str, title: str = "# Results") -
     the section if it is not there yet), so each bench script owns its own part of RESULTS.md."""
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
     block = f"{start}\n{text.rstrip()}\n{end}"
-    old = title + "\n"
-    if os.path.exists(path):
-        with open(path) as fh:
-            old = fh.read()
+    old = files.read_text(path, files.MAX_LINES_BYTES, "page")
+    old = title + "\n" if old is None else old
     if start in old and end in old:
         new = old[: old.index(start)] + block + old[old.index(end) + len(end):]
     else:
         new = old.rstrip() + "\n\n" + block + "\n"
-    with open(path, "w") as fh:
-        fh.write(new)
+    write_text(path, new)
 
 
 def mean_ci(values) -> tuple[float, float, int]:
@@ -97,8 +89,16 @@ def fmt(mean: float, ci: float, n: int, scale: float = 100.0) -> str:
 def plot_curves(panels: dict, key: str, path: str, ylabel: str) -> bool:
     """Learning curves in one figure, a panel per title of ``panels`` (two a row); each maps a label to
     run directories and draws one line per label (mean over its runs) with a min-max band over
-    seeds. Runs without metrics are left out; nothing is written when no panel has a curve."""
-    import matplotlib
+    seeds. Runs without metrics are left out; nothing is written when no panel has a curve, or when
+    matplotlib is not installed (said once: the pictures are optional)."""
+    try:
+        import matplotlib
+    except ImportError:
+        if not _said:
+            _said.append(True)
+            print("matplotlib is not installed: the tables are written, the pictures are left out "
+                  "(pip install matplotlib)", file=sys.stderr, flush=True)
+        return False
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     cols = min(2, len(panels))
@@ -116,9 +116,14 @@ def plot_curves(panels: dict, key: str, path: str, ylabel: str) -> bool:
             drawn = True
     if drawn:
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path)
     plt.close(fig)
     return drawn
+
+
+def save_figure(fig, path: str) -> None:
+    """A figure as a PNG, written as every file is (atomically, never through a link)."""
+    write_atomic(path, lambda fh: fig.savefig(fh, dpi=110, format="png"), binary=True)
 
 
 def draw_curves(ax, groups: dict, key: str) -> bool:

@@ -10,7 +10,7 @@ import os
 import statistics
 import time
 
-from common import ROOT, metrics, replace_section, run_all
+from common import ROOT, metrics, replace_section, run_all, save_figure
 
 EARLY = 100
 METHODS = {
@@ -63,7 +63,7 @@ def plot(results, steps, path):
         axes[1][j].set_ylim(-1.05, 1.05)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
 
 
 def table(results, steps, outer_steps, wall):

@@ -121,10 +121,10 @@ def summary_problem(data) -> str:
     if data.get("status") not in STATUSES:
         return f"has status {brief(data.get('status'))}, not one of {', '.join(STATUSES)}"
     for key in ("steps_done", "outer_steps"):
-        value = data.get(key)
+        value = data.get(key, 0)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             return f"has {key} = {brief(value)}, not a count of outer steps"
-    if data["steps_done"] > data["outer_steps"]:
+    if "outer_steps" in data and data.get("steps_done", 0) > data["outer_steps"]:
         return f"says {data['steps_done']} of {data['outer_steps']} outer steps were done"
     if "run_id" in data and run_id_problem(data["run_id"]):
         return run_id_problem(data["run_id"])

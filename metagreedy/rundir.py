@@ -43,15 +43,7 @@ class RunDir:
     def __init__(self, path: str, new: bool):
         self.path, self._fd = path, None
         check_usable(path, new)
-        try:
-            os.makedirs(path, exist_ok=True)
-            # O_NOFOLLOW: a link planted in the directory must not lead the lock (or any file of
-            # the run) to somebody else's file
-            self._fd = os.open(os.path.join(path, LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        except (OSError, RecursionError) as e:
-            raise UsageError(f"cannot use run directory {path_text(path)}: {getattr(e, 'strerror', None) or e}") \
-                from None
-        self._lock()
+        self._fd = take_lock(path, f"run directory {path_text(path)}")
         check_usable(path, new)  # again, now that no other process can be starting a run in it
 
     @classmethod
@@ -71,21 +63,6 @@ class RunDir:
             return cls(path, new=True)
         raise UsageError(f"cannot make a run directory named {path_text(stem)}: a thousand exist")
 
-    def _lock(self) -> None:
-        import fcntl
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
-                raise
-            owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip()
-            os.close(self._fd)
-            self._fd = None
-            raise UsageError(f"run directory {path_text(self.path)} is in use by another process"
-                             + (f" (pid {owner})" if owner.isdigit() else "")) from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
-
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
@@ -93,6 +70,32 @@ class RunDir:
         if self._fd is not None:
             os.close(self._fd)  # releases the lock
             self._fd = None
+
+
+def take_lock(path: str, what: str) -> int:
+    """Lock the directory ``path`` (made if needed) for this process: ``fcntl.flock`` on ``.lock`` in
+    it, which the kernel releases when the process ends, however it ends, so a lock whose holder is
+    gone blocks nothing. Returns the lock's descriptor (closing it releases the lock); UsageError
+    ("... is in use by another process (pid N)") when a live process holds it."""
+    import fcntl
+    try:
+        os.makedirs(path, exist_ok=True)
+        # O_NOFOLLOW: a link planted in the directory must not lead the lock to somebody else's file
+        fd = os.open(os.path.join(path, LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except (OSError, RecursionError) as e:
+        raise UsageError(f"cannot use {what}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        if e.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+            raise UsageError(f"cannot lock {what}: {e.strerror or e}") from None
+        raise UsageError(f"{what} is in use by another process" + (f" (pid {owner})" if owner.isdigit() else "")) \
+            from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
 
 
 def write_atomic(path: str, write, binary: bool = False, what: str = "", unique: bool = False) -> None:

@@ -110,7 +110,7 @@ def test_bad_plans_are_one_line(tmp_path, capsys, groups, message):
 
 @pytest.mark.parametrize("head,args,message", [
     ("name: ../../escape\n", ["--budget-s", "10"], "must be a plain directory name"),
-    ("name: p\n", ["--budget-s", "nan"], "the budget finite"),
+    ("name: p\n", ["--budget-s", "nan"], "--budget-s must be a finite positive number"),
 ])
 def test_a_plan_cannot_write_outside_its_results_and_budgets_are_numbers(tmp_path, capsys, head, args, message):
     plan = write_plan(tmp_path / "p.yaml", head + "train: --task toy\nmethods: {FO: --method fo}\n"
@@ -206,7 +206,7 @@ def test_a_cell_stopped_by_the_budget_resumes_bit_identical(tmp_path, monkeypatc
     assert run_campaign("--plan", plan, "--budget-s", 300, "--out", out) == 0
     record = read(cell_dir / "cell.json")
     assert record["attempts"][-1]["rc"] == 130 and record["outcome"] == "interrupted"
-    step = torch.load(cell_dir / "checkpoint.pt", weights_only=False)["step"]
+    step = torch.load(cell_dir / "checkpoint.pt", weights_only=True)["step"]
     assert 30 <= step < 600 and read(cell_dir / "summary.json")["status"] == "interrupted"
 
     monkeypatch.setattr(campaign, "clock", time.monotonic)
@@ -215,8 +215,8 @@ def test_a_cell_stopped_by_the_budget_resumes_bit_identical(tmp_path, monkeypatc
     record = read(cell_dir / "cell.json")
     assert [(a["outcome"], a["from_step"]) for a in record["attempts"]] == [("interrupted", 0), ("finished", step)]
     assert not (cell_dir / "checkpoint.pt").exists()
-    a = torch.load(os.path.join(reference, "checkpoint.pt"), weights_only=False)["hparams"]
-    b = torch.load(kept / "checkpoint.pt", weights_only=False)["hparams"]
+    a = torch.load(os.path.join(reference, "checkpoint.pt"), weights_only=True)["hparams"]
+    b = torch.load(kept / "checkpoint.pt", weights_only=True)["hparams"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     strip = lambda row: {k: v for k, v in row.items() if k not in TIMING}  # noqa: E731
     assert [strip(r) for r in rows(kept / "metrics.jsonl")] == [strip(r) for r in rows(os.path.join(reference,
@@ -266,8 +266,8 @@ def test_diverged_is_a_result_bad_input_fails_once_and_a_locked_cell_is_skipped(
                       "groups: [{methods: [diverges, bad, locked], seeds: [0]}]\n")
     out = tmp_path / "results"
     # what an attempt stopped before its first checkpoint left: moved aside before a fresh start
-    (out / "p/default/diverges/seed0").mkdir(parents=True)
-    (out / "p/default/diverges/seed0/config.yaml").write_text("seed: 0\n")
+    (out / "p/default/diverges/seed0/wandb").mkdir(parents=True)
+    (out / "p/default/diverges/seed0/wandb/debug.log").write_text("seed: 0\n")
     assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 1  # a cell failed
     printed = capsys.readouterr().out
     assert "skipped p/default/locked/seed0: error: run directory" in printed
@@ -275,7 +275,7 @@ def test_diverged_is_a_result_bad_input_fails_once_and_a_locked_cell_is_skipped(
     assert sorted(os.listdir(out / "p/default/diverges/seed0")) == ["cell.json", "curve.jsonl", "summary.json"]
     assert read(out / "p/default/bad/seed0/cell.json")["tail"][-1].endswith("truncated or corrupt")
     assert not (out / "p/default/locked/seed0/cell.json").exists()
-    assert (tmp_path / "runs/campaign/p/default/diverges/seed0/aborted-0/config.yaml").read_text() == "seed: 0\n"
+    assert (tmp_path / "runs/campaign/p/default/diverges/seed0/aborted-0/wandb/debug.log").read_text() == "seed: 0\n"
 
     assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 0  # the failed cell waits
     printed = capsys.readouterr().out
