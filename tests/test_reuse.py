@@ -7,11 +7,12 @@ import shutil
 
 import pytest
 import torch
+import yaml
 
 import metagreedy
 import tasks
 import train
-from metagreedy import checkpoint
+from metagreedy import checkpoint, rundir
 from metagreedy.data import synthetic_alphabet
 from metagreedy.evaluate import main as evaluate_main
 from metagreedy.models import linear_init
@@ -50,15 +51,43 @@ def test_evaluate_reproduces_the_summary_exactly(trained):
     assert (val.accuracy, val.ci95) == (summary["meta_val_acc"], summary["meta_val_ci95"])
 
 
-def test_a_run_trained_with_the_cuda_graph_is_scored_on_a_cpu(trained, tmp_path):
-    path, summary = trained
-    copy = str(tmp_path / "graph-run")
+def trained_on_a_gpu(path, copy):
+    """A copy of a run as a GPU would have written it: --device cuda, the CUDA graph, a CUDA device
+    in its facts, in the checkpoint and config.yaml alike (tensors are stored on the CPU either way:
+    checkpoint.save moves them there, and checkpoint.load maps any device's tensors to the CPU)."""
     shutil.copytree(path, copy, ignore=shutil.ignore_patterns(".lock"))
     payload = torch.load(os.path.join(copy, checkpoint.LATEST), weights_only=True)
-    payload["config"]["loop"] = "graph"
+    with open(os.path.join(copy, "config.yaml")) as fh:
+        stored = yaml.safe_load(fh)
+    for settings, facts in ((payload["config"], payload["facts"]), (stored, stored["facts"])):
+        settings.update(loop="graph", device="cuda")
+        facts.update(device_name="cuda (NVIDIA H200)", loop="graph")
     torch.save(payload, os.path.join(copy, checkpoint.LATEST))
+    rundir.write_yaml(os.path.join(copy, "config.yaml"), stored)
+    return copy
+
+
+def test_a_run_trained_with_the_cuda_graph_is_scored_on_a_cpu(trained, tmp_path):
+    path, summary = trained
+    copy = trained_on_a_gpu(path, str(tmp_path / "graph-run"))
     test = metagreedy.load_run(copy, device="cpu").evaluate(split="test")
     assert (test.accuracy, test.ci95) == (summary["meta_test_acc"], summary["meta_test_ci95"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback is for a machine without a GPU")
+def test_a_gpu_trained_run_runs_on_the_cpu_where_there_is_no_gpu_and_says_so(trained, tmp_path, capsys):
+    path, summary = trained
+    copy = trained_on_a_gpu(path, str(tmp_path / "gpu-run"))
+    run = metagreedy.load_run(copy)  # its own setting is --device cuda
+    assert run.task.device.type == "cpu"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained on cuda (NVIDIA H200)" in err[0] and "runs on the CPU" in err[0]
+    assert evaluate_main([copy, "--tasks", "6"]) == 0
+    captured = capsys.readouterr()
+    assert f"{100 * summary['meta_test_acc']:.2f} ± {100 * summary['meta_test_ci95']:.2f}%" in captured.out
+    assert len(captured.err.strip().splitlines()) == 1
+    with pytest.raises(metagreedy.config.UsageError, match="no CUDA GPU"):  # asked for by name: refused
+        metagreedy.load_run(copy, device="cuda")
 
 
 def test_nothing_is_redrawn_the_initialisation_comes_from_the_checkpoint(trained):
