@@ -15,6 +15,28 @@ from metagreedy.stats import mean_ci95  # noqa: E402
 _said = []  # what has been said once in this process
 
 
+def guarded(main) -> int:
+    """Run a bench script's ``main`` as train.py runs: bad input (a damaged or foreign file, a bad
+    flag, missing data) is one line and exit 2, a file that cannot be written one line and exit 1,
+    Ctrl-C one line and exit 130."""
+    from metagreedy.checkpoint import CheckpointError
+    from metagreedy.config import UsageError, one_line
+    from metagreedy.data import DataError
+    from metagreedy.rundir import WriteError
+    try:
+        main()
+        return 0
+    except (UsageError, CheckpointError, DataError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except WriteError as e:
+        print(f"error: {one_line(e)}; every file already written is whole", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; every file already written is whole", file=sys.stderr)
+        return 130
+
+
 def run_train(args: list[str], run_dir: str, threads: int | None = None, log_path: str | None = None):
     """``python train.py ARGS --run-dir RUN_DIR`` in a fresh process, or ``--resume RUN_DIR`` when
     an earlier attempt left a checkpoint there (a run directory takes one run); returns a Popen."""

@@ -16,7 +16,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import paper  # noqa: E402
-from common import ROOT, plot_curves, replace_section, run_all, save_figure, summary  # noqa: E402
+from common import ROOT, guarded, plot_curves, replace_section, run_all, save_figure, summary  # noqa: E402
 from tables import table  # noqa: E402
 
 ROWS = {
@@ -158,4 +158,4 @@ def pictures(args) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))

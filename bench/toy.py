@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
-from common import ROOT, metrics, replace_section, run_all, save_figure
+from common import ROOT, guarded, metrics, replace_section, run_all, save_figure
 
 EARLY = 100
 METHODS = {
@@ -90,4 +91,4 @@ def table(results, steps, outer_steps, wall):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))

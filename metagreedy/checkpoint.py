@@ -7,6 +7,7 @@ refused.
 """
 from __future__ import annotations
 
+import io
 import os
 import random
 import signal
@@ -19,6 +20,7 @@ from .config import brief, path_text
 from .rundir import WriteError, write_atomic
 
 LATEST = "checkpoint.pt"
+MAX_BYTES = 1 << 34  # far beyond any run's (alpha and a few layers: megabytes)
 FORMAT = 2  # bumped when the layout changes; older checkpoints are refused with a clear message
 REQUIRED = {"format": int, "step": int, "task": str, "config": dict, "hparams": dict, "outer_opt": dict,
             "rng": dict, "bad_steps": int, "elapsed": float, "segments": list, "task_state": dict}
@@ -78,10 +80,11 @@ def save(run_dir: str, step: int, payload: dict) -> str:
 def load(run_dir: str) -> dict:
     """The checkpoint of a run directory, read without unpickling anything but plain data."""
     path = os.path.join(run_dir, LATEST)
-    if not os.path.isfile(path):
+    data = files.read_bytes(path, MAX_BYTES, "checkpoint")  # a link or not a regular file: FileDamaged
+    if data is None:
         raise CheckpointError(f"no checkpoint in {path_text(run_dir)} (expected {LATEST})")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure means the file is unusable
         unsafe = "GLOBAL" in str(e)  # a class or function: what unpickling would have run
         raise CheckpointError(

@@ -22,7 +22,7 @@ def _spec() -> list[tuple[str, int, bool]]:
         kind, _, at = item.strip().partition("@")
         onward = kind.endswith("+")
         kind = kind[:-1] if onward else kind
-        if kind not in KINDS or not at.strip().isdigit():
+        if kind not in KINDS or not (at.strip().isascii() and at.strip().isdigit()):
             from .config import UsageError, brief
             raise UsageError(f"METAGREEDY_FAULT: {brief(item)} is not KIND@STEP (KIND one of {', '.join(KINDS)}); "
                              "unset it for a normal run")

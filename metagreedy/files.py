@@ -10,7 +10,6 @@ taken as absent. The files are written by :func:`metagreedy.rundir.write_atomic`
 from __future__ import annotations
 
 import json
-import math
 import os
 import stat
 
@@ -135,8 +134,6 @@ def summary_problem(data) -> str:
             return f"holds {key} = {brief(value)}, not a number"
         if not (value is None or isinstance(value, (bool, int, float, str)) or _number_list(value)):
             return f"holds {key} = {brief(value)}, not a number or text"
-        if isinstance(value, float) and not math.isfinite(value):
-            return f"holds {key} = {brief(value)}"  # json reads NaN; runlog writes "nan"
     return ""
 
 
@@ -153,7 +150,7 @@ def row_problem(row, previous: int | None) -> str:
         if key == "run_id":
             if run_id_problem(value):
                 return run_id_problem(value)
-        elif not is_number(value):
+        elif not (is_number(value) or value is None or isinstance(value, bool)):
             return f"holds {key} = {brief(value)}, not a number"
     return ""
 

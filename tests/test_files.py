@@ -191,7 +191,7 @@ def test_the_writer_refuses_a_link_and_leaves_its_target(tmp_path):
     assert rundir.link_in(str(tmp_path), str(tmp_path / "real" / "a")) == ""
 
 
-@pytest.mark.parametrize("value", ["nan@x", "explode@3", "kill", "kill@-1", "\udcff@1"])
+@pytest.mark.parametrize("value", ["nan@x", "explode@3", "kill", "kill@-1", "\udcff@1", "nan@\u00b2"])
 def test_a_garbled_fault_variable_is_one_line(tmp_path, capsys, monkeypatch, value):
     monkeypatch.setenv("METAGREEDY_FAULT", value)
     assert train.main(TOY + ["--run-dir", str(tmp_path / "run")]) == 2
@@ -216,3 +216,41 @@ def test_summary_values_are_checked(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps({**good, "val_loss": "low"}))
     with pytest.raises(files.FileDamaged, match="val_loss = 'low', not a number"):
         files.read_summary(str(tmp_path))
+
+
+class Payload:
+    """Unpickling it runs a shell command: what a crafted checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_checkpoint_runs_nothing_in_the_bench_scripts(tmp_path):
+    """bench/hyper_cleaning.py --report-only reads run checkpoints as train.py does: refused, one line."""
+    marker = tmp_path / "ran"
+    out = tmp_path / "bench"
+    run = out / "paper-vb0" / "mnist-0.3" / "greedy_0.9" / "seed0"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"status": "finished", "val_acc": 0.5, "test_acc": 0.5,
+                                                   "detect_f1": 0.5, "wall_time": 1.0}))
+    torch.save({"format": checkpoint.FORMAT, "hparams": {"alpha": Payload(str(marker))}}, run / checkpoint.LATEST)
+    proc = subprocess.run([os.sys.executable, os.path.join(ROOT, "bench", "hyper_cleaning.py"), "--report-only",
+                           "--out", str(out), "--datasets", "mnist", "--noise", "0.3", "--protocols", "paper",
+                           "--seeds", "0", "--data-root", str(tmp_path / "nodata")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert not marker.exists()
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "refusing to load it (loading it could run code)" in proc.stderr
+
+
+def test_a_checkpoint_that_is_a_link_is_refused(tmp_path, capsys):
+    path, other = stopped_run(str(tmp_path / "run")), stopped_run(str(tmp_path / "other"))
+    os.replace(os.path.join(path, checkpoint.LATEST), tmp_path / "moved.pt")
+    os.symlink(tmp_path / "moved.pt", os.path.join(path, checkpoint.LATEST))
+    capsys.readouterr()
+    assert train.main(["--resume", path, "--outer-steps", "6"]) == 2
+    assert "symbolic link" in one_error(capsys)
+    assert other
