@@ -367,7 +367,10 @@ def move_aside(src: str, dest_dir: str) -> None:
 def finalize(cell: Cell, out: str, keep: str) -> None:
     """A finished or diverged cell: write its curve and move everything but the small files out of DIR.
     A damaged file (FileDamaged, CheckpointError) stops it before anything is written."""
-    d = os.path.join(out, cell.path)
+    d, kept = os.path.join(out, cell.path), os.path.join(keep, cell.path)
+    for root, path in ((out, d), (keep, kept)):
+        if link_in(root, path):
+            raise files.FileDamaged(f"{shown(link_in(root, path))} is a symbolic link; refusing to move files into it")
     found = read_cell(d)
     record = found["record"] or {"cell": cell_fields(cell), "attempts": []}
     summary = found["summary"] or {}
@@ -380,7 +383,16 @@ def finalize(cell: Cell, out: str, keep: str) -> None:
     write_json(os.path.join(d, "cell.json"), record)
     for name in sorted(os.listdir(d)):
         if name not in SMALL:
-            move_aside(os.path.join(d, name), os.path.join(keep, cell.path))
+            move_aside(os.path.join(d, name), kept)
+
+
+def tidy(cell: Cell, args) -> None:
+    """:func:`finalize`, a damaged cell said in one line and left as it is."""
+    from metagreedy.checkpoint import CheckpointError
+    try:
+        finalize(cell, args.out, args.keep)
+    except (files.FileDamaged, CheckpointError) as e:
+        print(f"damaged: {cell.path}: {one_line(e, 300)}", flush=True)
 
 
 def cell_fields(cell: Cell) -> dict:
@@ -530,10 +542,7 @@ def settle(p: Process, rc: int, args, device: str) -> str:
     os.makedirs(d, exist_ok=True)
     write_json(os.path.join(d, "cell.json"), record)
     if done:
-        try:
-            finalize(p.cell, args.out, args.keep)
-        except (files.FileDamaged, CheckpointError) as e:
-            print(f"damaged: {p.cell.path}: {one_line(e, 300)}", flush=True)
+        tidy(p.cell, args)
     return outcome
 
 
@@ -570,7 +579,7 @@ def _run(args, plan: Plan, stop_at: float, grace: float) -> int:
         print(f"damaged: {cell.path}: {states[cell]['problem']} (left as it is; not run)", flush=True)
     for cell, s in states.items():  # finished while the last campaign was being stopped
         if s["state"] in ("done", "diverged") and os.path.exists(os.path.join(args.out, cell.path, "checkpoint.pt")):
-            finalize(cell, args.out, args.keep)
+            tidy(cell, args)
     # cells that hold a checkpoint first (finishing them also takes their checkpoints out of DIR), then
     # the others in the plan's order; a failed cell waits for --retry-failed
     later = ("new", "failed") if args.retry_failed else ("new",)
@@ -586,7 +595,7 @@ def _run(args, plan: Plan, stop_at: float, grace: float) -> int:
         stopping.append(signum)
 
     handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    running, outcomes = [], []
+    running, outcomes, refused = [], [], []
     try:
         while not stopping and clock() < stop_at:
             while queue and len(running) < args.parallel and stop_at - clock() >= (
@@ -595,7 +604,12 @@ def _run(args, plan: Plan, stop_at: float, grace: float) -> int:
                 if held(os.path.join(args.out, cell.path)):
                     print(f"skipped {cell.path}: in use by another process", flush=True)
                     continue
-                running.append(launch(cell, args, threads, device, states[cell]))
+                try:
+                    running.append(launch(cell, args, threads, device, states[cell]))
+                except (UsageError, WriteError) as e:  # the others run on; this cell is left as it is
+                    print(f"skipped {cell.path}: {one_line(e, 300)}", flush=True)
+                    refused.append(cell)
+                    continue
                 print(f"started {cell.path}", flush=True)
             if not running:
                 break
@@ -625,7 +639,7 @@ def _run(args, plan: Plan, stop_at: float, grace: float) -> int:
     counts = collections.Counter(outcome for _, outcome in outcomes)
     print(f"{plan.name}: " + (", ".join(f"{n} {o}" for o, n in counts.items()) or "nothing ran")
           + f"; {len(queue)} left to start" + (f"; {len(damaged)} damaged, not run" if damaged else ""), flush=True)
-    return 1 if counts.get("failed") else 2 if damaged or counts.get("damaged") else 0
+    return 1 if counts.get("failed") else 2 if damaged or refused or counts.get("damaged") else 0
 
 
 # ---- status -------------------------------------------------------------------------------------------

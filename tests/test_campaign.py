@@ -537,3 +537,26 @@ def test_ctrl_c_during_the_report_is_one_line_and_leaves_the_page_whole(tmp_path
     (out / "hand" / "plan.yaml").write_text(REPORTED)
     assert campaign.main(["report", "--out", str(out), "--doc", str(doc)]) == 130
     assert len(capsys.readouterr().err.strip().splitlines()) == 1 and doc.read_text() == "# Results\n"
+
+
+def test_a_link_planted_in_the_keep_directory_is_refused_and_the_other_cells_run(tmp_path, fake_train, capsys):
+    plan, out, keep = write_plan(tmp_path / "p.yaml", FAST), tmp_path / "results", tmp_path / "runs" / "campaign"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (keep / "p/default/diverges").mkdir(parents=True)
+    os.symlink(elsewhere, keep / "p/default/diverges/seed0")
+    assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 2
+    printed = capsys.readouterr().out
+    assert "skipped p/default/diverges/seed0: " in printed and "is a symbolic link" in printed
+    assert "diverged: p/default/diverges/seed1" in printed and os.listdir(elsewhere) == []
+    # planted after the cell ran, before its files are moved aside: the cell is left as it is
+    os.remove(keep / "p/default/diverges/seed0")
+    summary = {"status": "finished", "steps_done": 3, "outer_steps": 3}
+    (out / "p/default/diverges/seed0").mkdir(parents=True)
+    (out / "p/default/diverges/seed0/summary.json").write_text(json.dumps(summary))
+    (out / "p/default/diverges/seed0/train.log").write_text("log")
+    os.symlink(elsewhere, keep / "p/default/diverges/seed0")
+    campaign.tidy(campaign.load_plan(plan).cells[0], campaign.parser().parse_args(
+        ["run", "--plan", plan, "--budget-s", "1", "--out", str(out), "--keep", str(keep)]))
+    assert "is a symbolic link; refusing to move files into it" in capsys.readouterr().out
+    assert os.listdir(elsewhere) == [] and (out / "p/default/diverges/seed0/train.log").exists()
