@@ -14,6 +14,7 @@ import yaml
 
 import train
 from metagreedy import checkpoint, files, rundir
+from test_runs import snapshot  # every file of a run directory but its lock, as bytes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = ["--task", "toy", "--outer-steps", "6", "--checkpoint-every", "2", "--no-progress", "--wandb", "disabled"]
@@ -23,15 +24,6 @@ TOY = ["--task", "toy", "--outer-steps", "6", "--checkpoint-every", "2", "--no-p
 def _quiet(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.delenv("METAGREEDY_FAULT", raising=False)
-
-
-def snapshot(run_dir):
-    out = {}
-    for name in sorted(os.listdir(run_dir)):
-        if name != rundir.LOCK:
-            with open(os.path.join(run_dir, name), "rb") as fh:
-                out[name] = fh.read()
-    return out
 
 
 def stopped_run(path, steps=4, extra=()):
