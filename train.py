@@ -261,11 +261,10 @@ def restore(task, outer_opt, resumed, path) -> None:
     does not fit is a damaged checkpoint (nothing of the run has been touched yet)."""
     from metagreedy import checkpoint
     from metagreedy.config import brief, path_text
-    checkpoint.restore_hparams(task, resumed["hparams"], f"--resume: the checkpoint in {path_text(path)}")
+    checkpoint.restore_task(task, resumed, f"--resume: the checkpoint in {path_text(path)}")
     try:
         outer_opt.load_state_dict(resumed["outer_opt"])
         checkpoint.set_rng_state(resumed["rng"])
-        task.load_state(resumed["task_state"])
     except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as e:
         raise checkpoint.CheckpointError(f"--resume: the checkpoint in {path_text(path)} is damaged "
                                          f"({type(e).__name__}: {brief(str(e), 120)})") from None

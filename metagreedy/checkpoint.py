@@ -149,11 +149,33 @@ def check_belongs(run_dir: str, payload: dict) -> None:
                                   "config.yaml; refusing it (copied from another run?)")
 
 
-def restore_hparams(task, stored: dict, where: str) -> None:
-    """Copy a checkpoint's hyperparameters into a task built from its settings; names or shapes that
-    do not fit are a damaged checkpoint, never broadcast."""
-    if sorted(stored) != sorted(task.hparams) or any(stored[n].shape != task.hparams[n].shape for n in stored):
-        raise CheckpointError(f"{where} holds hyperparameters that do not match its task's (names or shapes)")
-    with torch.no_grad():
-        for name, value in stored.items():
-            task.hparams[name].copy_(value)
+def _shape_problem(stored, current, at: str = "") -> str:
+    """Where a stored tensor's shape differs from the task's own at the same place ('' when none)."""
+    if isinstance(stored, torch.Tensor) and isinstance(current, torch.Tensor):
+        return "" if stored.shape == current.shape else f"{at or 'a value'} has shape {tuple(stored.shape)}, " \
+                                                       f"not {tuple(current.shape)}"
+    if isinstance(stored, dict) and isinstance(current, dict):
+        for key in stored.keys() & current.keys():
+            problem = _shape_problem(stored[key], current[key], f"{at}.{key}" if at else str(key))
+            if problem:
+                return problem
+    return ""
+
+
+def restore_task(task, payload: dict, where: str) -> None:
+    """A task built from a checkpoint's settings, given the checkpoint's hyperparameters and state;
+    shared by --resume and reuse (load_run). Names or shapes that do not fit are a damaged
+    checkpoint, never broadcast into the model; nothing is changed then."""
+    stored = payload["hparams"]
+    if sorted(stored) != sorted(task.hparams):
+        raise CheckpointError(f"{where} holds hyperparameters that do not match its task's (names)")
+    problem = _shape_problem(stored, task.hparams) or _shape_problem(payload["task_state"], task.state())
+    if problem:
+        raise CheckpointError(f"{where} does not fit its task: {problem}")
+    try:
+        with torch.no_grad():
+            for name, value in stored.items():
+                task.hparams[name].copy_(value)
+        task.load_state(payload["task_state"])
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"{where} is damaged ({type(e).__name__}: {brief(str(e), 120)})") from None

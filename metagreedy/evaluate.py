@@ -114,7 +114,10 @@ def load_run(path: str, device: Optional[str] = None, data_root: Optional[str] =
     checkpoint.check_belongs(path, payload)  # its config.yaml and summary.json are this run's
     summary = files.read_summary(path)
     settings = config.pin(payload["config"], payload.get("facts", {}))  # the data the run used, not the data found
+    if data_root is not None and not isinstance(data_root, (str, os.PathLike)):
+        raise UsageError(f"data_root must be a folder's path, got {config.brief(data_root)}")
     if data_root is not None and "data_root" in settings:
+        data_root = os.fspath(data_root)
         settings["data_root"] = data_root
     cfg = Config(settings)
     dev = _device(path, device, cfg, payload.get("facts", {}))
@@ -129,12 +132,7 @@ def load_run(path: str, device: Optional[str] = None, data_root: Optional[str] =
             task_class, "lazy_data", False) else {}))
     except DataError as e:
         raise DataError(f"{config.one_line(e)}; {WHERE_DATA}") from None
-    where = f"checkpoint in {path_text(path)}"
-    checkpoint.restore_hparams(task, payload["hparams"], where)
-    try:
-        task.load_state(payload["task_state"])
-    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as e:
-        raise checkpoint.CheckpointError(f"{where} is damaged ({type(e).__name__})") from None
+    checkpoint.restore_task(task, payload, f"checkpoint in {path_text(path)}")
     done = summary is not None and summary.get("status") == "finished"
     if not done:
         say(f"{path_text(path)} is unfinished: it stopped at outer step {payload['step']} of {cfg.outer_steps}"

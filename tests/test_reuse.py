@@ -130,8 +130,15 @@ def test_hyperparameters_of_the_wrong_shape_are_refused_as_by_resume(trained, tm
     name = sorted(payload["hparams"])[0]
     payload["hparams"][name] = payload["hparams"][name][:1]  # would broadcast into the model
     torch.save(payload, os.path.join(copy, checkpoint.LATEST))
-    with pytest.raises(checkpoint.CheckpointError, match="do not match its task's"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"does not fit its task: warp2.0.weight has shape"):
         metagreedy.load_run(copy)
+    payload = torch.load(os.path.join(path, checkpoint.LATEST), weights_only=True)
+    payload["task_state"]["w0"]["head.weight"] = payload["task_state"]["w0"]["head.weight"][:, :1]
+    torch.save(payload, os.path.join(copy, checkpoint.LATEST))
+    with pytest.raises(checkpoint.CheckpointError, match=r"does not fit its task: w0.head.weight has shape"):
+        metagreedy.load_run(copy)
+    with pytest.raises(metagreedy.config.UsageError, match="data_root must be a folder's path"):
+        metagreedy.load_run(path, data_root=5)
 
 
 def trained_on_a_gpu(path, copy):
