@@ -37,12 +37,15 @@ def _wandb_mode(requested: str) -> str:
 def _server_unreachable(timeout: float = PROBE_SECONDS) -> str:
     """Why the W&B server cannot be reached ('' when it answers): a TCP connection to its host,
     so that a machine without network falls back to offline in seconds, not after minutes."""
-    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
-    host, port = url.hostname or "api.wandb.ai", url.port or (443 if url.scheme != "http" else 80)
+    try:
+        url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+        host, port = url.hostname or "api.wandb.ai", url.port or (443 if url.scheme != "http" else 80)
+    except ValueError:  # a garbled WANDB_BASE_URL (a port that is not a number)
+        return "WANDB_BASE_URL is not a URL"
     try:
         socket.create_connection((host, port), timeout=timeout).close()
         return ""
-    except OSError as e:
+    except (OSError, UnicodeError) as e:
         return f"{host}:{port} {type(e).__name__}"
 
 

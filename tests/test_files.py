@@ -191,6 +191,20 @@ def test_a_garbled_fault_variable_is_one_line(tmp_path, capsys, monkeypatch, val
     assert not os.path.exists(tmp_path / "run")
 
 
+@pytest.mark.parametrize("name,value", [("WORLD_SIZE", "two"), ("RANK", "-1"), ("WORLD_SIZE", "9" * 40)])
+def test_a_garbled_torchrun_variable_is_one_line(tmp_path, capsys, monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    assert train.main(TOY + ["--run-dir", str(tmp_path / "run")]) == 2
+    assert name in one_error(capsys)
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_a_garbled_wandb_address_falls_back_to_offline(monkeypatch):
+    from metagreedy import runlog
+    monkeypatch.setenv("WANDB_BASE_URL", "http://host:port")
+    assert runlog._server_unreachable(timeout=0.1) == "WANDB_BASE_URL is not a URL"
+
+
 def test_yaml_with_a_duplicate_key_is_refused(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("task: toy\nouter_steps: 3\nouter_steps: 4\n")
