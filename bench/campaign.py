@@ -595,9 +595,21 @@ def _run(args, plan: Plan, stop_at: float, grace: float) -> int:
         stopping.append(signum)
 
     handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    running, outcomes, refused = [], [], []
+    running, outcomes, refused, faults = [], [], [], []
+
+    def settled(p: Process, rc: int) -> None:
+        try:
+            outcome = settle(p, rc, args, device)
+        except (WriteError, OSError) as e:  # a full disk: the others are stopped, their checkpoints kept
+            text = one_line(e, 300) if isinstance(e, WriteError) else f"{e.strerror or e}: {e.filename or ''}"
+            print(f"error: {p.cell.path}: {text}; its run's own files are intact", flush=True)
+            faults.append(e)
+            outcome = "failed"
+        outcomes.append((p, outcome))
+        print(f"{outcome}: {p.cell.path}", flush=True)
+
     try:
-        while not stopping and clock() < stop_at:
+        while not stopping and not faults and clock() < stop_at:
             while queue and len(running) < args.parallel and stop_at - clock() >= (
                     queue[0].min_start_s if args.min_start_s is None else args.min_start_s):
                 cell = queue.pop(0)
@@ -615,8 +627,7 @@ def _run(args, plan: Plan, stop_at: float, grace: float) -> int:
                 break
             for p in [p for p in running if p.proc.poll() is not None]:
                 running.remove(p)
-                outcomes.append((p, settle(p, p.proc.returncode, args, device)))
-                print(f"{outcomes[-1][1]}: {p.cell.path}", flush=True)
+                settled(p, p.proc.returncode)
             time.sleep(POLL_S)
         # the budget is spent (or we were told to stop): every cell checkpoints and exits
         for p in running:
@@ -631,8 +642,7 @@ def _run(args, plan: Plan, stop_at: float, grace: float) -> int:
                 print(f"no exit {grace:.0f} s after the stop signal: SIGKILL {p.cell.path} "
                       "(its last checkpoint stays valid)", flush=True)
                 p.proc.kill()
-            outcomes.append((p, settle(p, p.proc.wait(), args, device)))
-            print(f"{outcomes[-1][1]}: {p.cell.path}", flush=True)
+            settled(p, p.proc.wait())
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)

@@ -560,3 +560,17 @@ def test_a_link_planted_in_the_keep_directory_is_refused_and_the_other_cells_run
         ["run", "--plan", plan, "--budget-s", "1", "--out", str(out), "--keep", str(keep)]))
     assert "is a symbolic link; refusing to move files into it" in capsys.readouterr().out
     assert os.listdir(elsewhere) == [] and (out / "p/default/diverges/seed0/train.log").exists()
+
+
+def test_a_full_disk_under_results_is_one_line_and_stops_the_campaign(tmp_path, fake_train, capsys, monkeypatch):
+    from metagreedy.rundir import WriteError
+    plan, out = write_plan(tmp_path / "p.yaml", FAST.replace("seeds: [0, 1]", "seeds: [0, 1, 2]")), tmp_path / "out"
+
+    def full(path, data):
+        raise WriteError(f"could not write {path}: No space left on device")
+
+    monkeypatch.setattr(campaign, "write_json", full)
+    assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 1
+    printed = capsys.readouterr().out
+    assert "No space left on device; its run's own files are intact" in printed
+    assert "started p/default/diverges/seed2" not in printed  # nothing new starts after the fault
