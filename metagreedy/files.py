@@ -206,7 +206,7 @@ def read_rows(path: str, torn_ok: bool = False, what: str = "") -> tuple[list[di
     data = read_bytes(path, MAX_LINES_BYTES, what)
     if data is None:
         return None
-    lines = [line for line in data.split(b"\n")]
+    lines = data.split(b"\n")
     while lines and not lines[-1].strip():
         lines.pop()
     rows, kept, previous = [], [], None
