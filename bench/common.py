@@ -113,16 +113,9 @@ def plot_curves(panels: dict, key: str, path: str, ylabel: str) -> bool:
     run directories and draws one line per label (mean over its runs) with a min-max band over
     seeds. Runs without metrics are left out; nothing is written when no panel has a curve, or when
     matplotlib is not installed (said once: the pictures are optional)."""
-    try:
-        import matplotlib
-    except ImportError:
-        if not _said:
-            _said.append(True)
-            print("matplotlib is not installed: the tables are written, the pictures are left out "
-                  "(pip install matplotlib)", file=sys.stderr, flush=True)
+    plt = pyplot()
+    if plt is None:
         return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     cols = min(2, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4.5 * rows), squeeze=False)
@@ -141,6 +134,22 @@ def plot_curves(panels: dict, key: str, path: str, ylabel: str) -> bool:
         save_figure(fig, path)
     plt.close(fig)
     return drawn
+
+
+def pyplot():
+    """matplotlib.pyplot (drawing to files), or None when matplotlib is not installed: the pictures
+    are optional, and their absence is said once."""
+    try:
+        import matplotlib
+    except ImportError:
+        if not _said:
+            _said.append(True)
+            print("matplotlib is not installed: the tables are written, the pictures are left out "
+                  "(pip install matplotlib)", file=sys.stderr, flush=True)
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def save_figure(fig, path: str) -> None:

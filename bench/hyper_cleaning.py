@@ -16,7 +16,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import paper  # noqa: E402
-from common import ROOT, guarded, plot_curves, replace_section, run_all, save_figure, summary  # noqa: E402
+from common import ROOT, guarded, plot_curves, pyplot, replace_section, run_all, save_figure, summary  # noqa: E402
 from tables import table  # noqa: E402
 
 ROWS = {
@@ -131,11 +131,8 @@ def pictures(args) -> list[str]:
         out += ["", f"![learning curves]({name})"]
     import torch
     d = run_dir(args.out, protocol, dataset, noise, "greedy 0.9", args.seeds[0], args.val_batch)
-    if summary(d) is not None:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    plt = pyplot()
+    if summary(d) is not None and plt is not None:
         from metagreedy import checkpoint
         from metagreedy.data.cleaning import make_cleaning_data
         alpha = checkpoint.load(d)["hparams"]["alpha"]  # read as every checkpoint is: plain data only

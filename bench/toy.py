@@ -11,7 +11,7 @@ import statistics
 import sys
 import time
 
-from common import ROOT, guarded, metrics, replace_section, run_all, save_figure
+from common import ROOT, guarded, metrics, pyplot, replace_section, run_all, save_figure
 
 EARLY = 100
 METHODS = {
@@ -46,9 +46,9 @@ def main():
 
 
 def plot(results, steps, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    if plt is None:
+        return
     fig, axes = plt.subplots(2, len(steps), figsize=(5 * len(steps), 7), squeeze=False)
     for j, T in enumerate(steps):
         for name in METHODS:
