@@ -13,7 +13,8 @@ import json
 import os
 import stat
 
-from .config import BY_NAME, MAX_YAML_NODES, UsageError, _count_nodes, _unique_key_loader, brief, path_text
+from .config import (BY_NAME, MAX_YAML_NODES, UsageError, _count_nodes, _unique_key_loader, brief, path_text,
+                     stored_problem, upgrade)
 
 MAX_JSON_BYTES = 1 << 20  # summary.json, cell.json: a few hundred bytes
 MAX_LINES_BYTES = 1 << 30  # metrics.jsonl of the longest run is a few MB
@@ -157,7 +158,6 @@ def row_problem(row, previous: int | None) -> str:
 
 def settings_problem(data) -> str:
     """Why a ``config.yaml`` cannot be one train.py wrote: a run's settings, its facts, its run id."""
-    from .config import stored_problem, upgrade
     if not isinstance(data, dict):
         return "does not hold a mapping of settings"
     settings = {k: v for k, v in data.items() if k not in ("facts", "run_id")}

@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 
+from . import files
 from .config import UsageError, brief, path_text
 
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "summary.json", "config.yaml")
@@ -171,7 +172,6 @@ def metrics_to_keep(path: str, steps: int, run_id: str) -> list[bytes]:
     ids). Rows logged after the checkpoint (they will be logged again) and a torn last line of a
     process killed while appending are dropped. Anything else is not guessed at: a damaged row, a row
     of another run, or fewer rows than the checkpoint covers raise UsageError, and nothing is written."""
-    from . import files
     found = files.read_rows(path, torn_ok=True)
     rows, lines = (found[0], found[1]) if found is not None else ([], [])
     kept = []
