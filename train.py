@@ -36,6 +36,7 @@ def run(argv=None, stop=None) -> int:
     stop.abort = not world.active
     run_dir = log = None
     try:
+        faults.check()
         # ---- settings: defaults < task defaults < --config file < flags; a resumed run keeps its own ----
         invocation = config.parse(argv, tasks.all_defaults(), tasks.descriptions())
         resumed = None
@@ -43,6 +44,9 @@ def run(argv=None, stop=None) -> int:
             path = invocation.resume
             rundir.check_usable(path, new=False)
             resumed = checkpoint.load(path)
+            checkpoint.check_belongs(path, resumed)  # not another run's checkpoint, config or summary
+            rundir.metrics_to_keep(os.path.join(path, "metrics.jsonl"),  # nor metrics cut or of another run
+                                   resumed["step"] - (resumed.get("pending_row") is not None), resumed.get("run_id", ""))
             cfg = config.for_resume(config.pin(resumed["config"], resumed.get("facts", {})), invocation)
             check_resume(cfg, resumed, invocation)
             if finished_already(path, resumed, cfg):
@@ -77,6 +81,8 @@ def run(argv=None, stop=None) -> int:
 
         segment = {"device": facts["device_name"], "start": start, "end": start, "seconds": 0.0}
         last_vjps, log = (resumed or {}).get("vjps_per_step"), None
+        run_id = resumed.get("run_id", "") if resumed is not None else checkpoint.new_run_id()
+        identity = {"run_id": run_id} if run_id else {}  # a run stored before runs had ids goes on without
 
         def save(done, pending_row=None):
             """Checkpoint after ``done`` outer steps (``pending_row``: that step's row, its evaluation
@@ -89,7 +95,7 @@ def run(argv=None, stop=None) -> int:
                     "outer_opt": outer_opt.state_dict(), "rng": checkpoint.rng_state(), "bad_steps": bad_steps,
                     "elapsed": elapsed, "segments": segments + [dict(segment)], "vjps_per_step": last_vjps,
                     "wandb_id": log.wandb_id if log else (resumed or {}).get("wandb_id", ""),
-                    "task_state": task.state(), "pending_row": pending_row})
+                    "task_state": task.state(), "pending_row": pending_row, **identity})
 
         # ---- the run directory: this run's alone, locked while it lives ----
         if world.main:
@@ -100,15 +106,15 @@ def run(argv=None, stop=None) -> int:
             if resumed is None:
                 save(0)  # first, so that a directory with any file of this run in it can be resumed
             else:
-                rundir.repair_metrics(run_dir.file("metrics.jsonl"), start - (pending is not None))
-            rundir.write_yaml(run_dir.file("config.yaml"), {**cfg.to_dict(), "facts": facts})
+                rundir.repair_metrics(run_dir.file("metrics.jsonl"), start - (pending is not None), run_id)
+            rundir.write_yaml(run_dir.file("config.yaml"), {**cfg.to_dict(), "facts": facts, **identity})
             print(format_config(cfg, facts), file=sys.stderr)
         if task.notice():
             warn(task.notice())
         log = RunLog(path, {**cfg.to_dict(), "facts": facts}, mode=cfg.wandb, project=cfg.wandb_project,
                      group=cfg.wandb_group or task_module.run_group(cfg), name=os.path.basename(os.path.normpath(path)),
                      tags=[cfg.task, cfg.method], enabled=world.main,
-                     resume_id=(resumed or {}).get("wandb_id", ""))
+                     resume_id=(resumed or {}).get("wandb_id", ""), run_id=run_id)
 
         # ---- the outer loop ----
         status, done, saved, started = "finished", start, start, time.perf_counter()
@@ -205,7 +211,7 @@ def run(argv=None, stop=None) -> int:
         # ---- summary ----
         summary = {"status": status, "steps_done": done, "outer_steps": cfg.outer_steps, "task": cfg.task,
                    "method": cfg.method, "dataset": facts.get("dataset"), "wall_time": elapsed, **final,
-                   "vjps_per_step": last_vjps, "total_time": time.perf_counter() - started}
+                   "vjps_per_step": last_vjps, "total_time": time.perf_counter() - started, **identity}
         log.summary(summary)
         if world.main and status != "diverged":
             log.artifact(run_dir.file(checkpoint.LATEST), f"checkpoint-{cfg.task}-{cfg.method}")
@@ -244,12 +250,8 @@ def check_resume(cfg, resumed, invocation) -> None:
 
 def finished_already(path, resumed, cfg) -> bool:
     """A finished run resumed with no more steps to take: its files are left as they are."""
-    import json
-    try:
-        with open(os.path.join(path, "summary.json")) as fh:
-            summary = json.load(fh)
-    except (OSError, ValueError):
-        return False
+    from metagreedy import files
+    summary = files.read_summary(path) or {}
     return (summary.get("status") == "finished" and summary.get("steps_done") == resumed["step"] == cfg.outer_steps
             and resumed.get("pending_row") is None)
 
@@ -257,21 +259,12 @@ def finished_already(path, resumed, cfg) -> bool:
 def restore(task, outer_opt, resumed, path) -> None:
     """alpha, the outer optimizer, the RNG and the task's own state from a checkpoint; a part that
     does not fit is a damaged checkpoint (nothing of the run has been touched yet)."""
-    import torch
-
     from metagreedy import checkpoint
     from metagreedy.config import brief, path_text
-    stored = resumed["hparams"]
-    if sorted(stored) != sorted(task.hparams) or any(stored[n].shape != task.hparams[n].shape for n in stored):
-        raise checkpoint.CheckpointError(f"--resume: the checkpoint in {path_text(path)} holds hyperparameters "
-                                         "that do not match its task's")
+    checkpoint.restore_task(task, resumed, f"--resume: the checkpoint in {path_text(path)}")
     try:
-        with torch.no_grad():
-            for name, value in stored.items():
-                task.hparams[name].copy_(value)
         outer_opt.load_state_dict(resumed["outer_opt"])
         checkpoint.set_rng_state(resumed["rng"])
-        task.load_state(resumed["task_state"])
     except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as e:
         raise checkpoint.CheckpointError(f"--resume: the checkpoint in {path_text(path)} is damaged "
                                          f"({type(e).__name__}: {brief(str(e), 120)})") from None

@@ -37,6 +37,10 @@ import sys  # noqa: E402
 
 from common import ROOT  # noqa: E402
 
+from metagreedy import files  # noqa: E402
+from metagreedy.config import UsageError, one_line  # noqa: E402
+from metagreedy.rundir import WriteError, link_in, open_append, take_lock, write_text  # noqa: E402
+
 TRAIN = os.path.join(ROOT, "train.py")
 DEFAULT_OUT = os.path.join(ROOT, "results")
 SMALL = ("cell.json", "summary.json", "config.yaml", "curve.jsonl")  # what a finished cell keeps in DIR
@@ -44,6 +48,10 @@ CURVE_POINTS = 25  # a finished cell's curve: every evaluation row, the last row
 EVAL_KEYS = ("meta_val_acc", "val_acc", "test_acc")
 MARGIN_S = 3.0  # after the last process has exited: moving files and writing records
 POLL_S = 0.2
+MAX_CELLS = 10_000  # a plan's grid; the largest real one has a few hundred cells
+MAX_PLAN_BYTES = 1 << 20
+PLAN_KEYS = ("name", "train", "path", "min_start_s", "methods", "gammas", "groups")
+GROUP_KEYS = ("train", "path", "min_start_s", "settings", "methods", "seeds")
 clock = time.monotonic  # one clock for the budget (the tests warp it)
 
 
@@ -92,17 +100,16 @@ def load_plan(path: str) -> Plan:
     """Read and expand a plan. Groups in order; within a group seed-major, then the settings (the
     product of the ``settings`` lists, in the order written), then the methods, so that a partial
     campaign compares every method on the same seeds."""
-    import yaml
     try:
-        with open(path) as fh:
-            text = fh.read()
-        data = yaml.safe_load(text)
-    except (OSError, yaml.YAMLError) as e:
-        raise PlanError(f"plan '{path}' cannot be read: {str(e).splitlines()[0]}") from None
-    except RecursionError:
-        raise PlanError(f"plan '{path}' is nested too deeply") from None
+        text = files.read_text(path, MAX_PLAN_BYTES, "plan")
+        if text is None:
+            raise PlanError(f"plan '{path}' does not exist")
+        data = files.parse_yaml(text, path, "plan")
+    except files.FileDamaged as e:
+        raise PlanError(str(e)) from None
     if not isinstance(data, dict) or not isinstance(data.get("groups"), list):
         raise PlanError(f"plan '{path}' needs a list of groups")
+    check_plan(path, data)
     stem = os.path.splitext(os.path.basename(path))[0]
     if stem == "plan":  # the copy in DIR/<name>/plan.yaml
         stem = os.path.basename(os.path.dirname(os.path.abspath(path)))
@@ -115,6 +122,58 @@ def load_plan(path: str) -> Plan:
         raise PlanError(f"plan '{path}' is malformed ({type(e).__name__}: {str(e)[:120]})") from None
 
 
+def _unknown(keys, known, where: str) -> None:
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise PlanError(f"{where}: unknown key {str(unknown[0])[:60]!r} (a plan knows {', '.join(known)})")
+
+
+def seconds(value, what: str, zero: bool = False) -> float:
+    """A number of seconds: finite and positive (or zero where ``zero``)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number < 0 or (number == 0 and not zero):
+        raise PlanError(f"{what} must be a finite {'non-negative' if zero else 'positive'} number of seconds, "
+                        f"got {str(value)[:60]!r}")
+    return number
+
+
+def check_plan(path: str, data: dict) -> None:
+    """What can be refused before a plan is expanded: unknown keys (a misspelt key would be ignored),
+    times that are not finite, and a grid larger than MAX_CELLS (expanding it would take the budget)."""
+    _unknown(data, PLAN_KEYS, f"plan '{path}'")
+    if "min_start_s" in data:
+        seconds(data["min_start_s"], f"plan '{path}': min_start_s", zero=True)
+    if not isinstance(data.get("methods") or {}, dict):
+        raise PlanError(f"plan '{path}': methods must map a label to train.py flags")
+    total = 0
+    for i, group in enumerate(data["groups"]):
+        where = f"plan '{path}', group {i + 1}"
+        if not isinstance(group, dict):
+            raise PlanError(f"{where} is malformed (not a mapping of {', '.join(GROUP_KEYS)})")
+        _unknown(group, GROUP_KEYS, where)
+        if "min_start_s" in group:
+            seconds(group["min_start_s"], f"{where}: min_start_s", zero=True)
+        size = 1
+        for key in ("seeds", "methods"):
+            if not isinstance(group.get(key), list) or not group[key]:
+                raise PlanError(f"{where}: needs methods (from the plan's methods) and seeds (lists)")
+            size *= len(group[key])
+        if any(not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < 2**63 for s in group["seeds"]):
+            raise PlanError(f"{where} is malformed (a seed that is not an integer in [0, 2^63))")
+        settings = group.get("settings") or {}
+        if not isinstance(settings, dict):
+            raise PlanError(f"{where} is malformed (settings must map a name to a value or a list)")
+        for values in settings.values():
+            size *= len(values) if isinstance(values, list) else 1
+        total += size
+        if total > MAX_CELLS:
+            raise PlanError(f"plan '{path}' has more than {MAX_CELLS:,} cells (group {i + 1} alone has {size:,}); "
+                            "split it into smaller plans")
+
+
 def _expand(path: str, data: dict, name: str, text: str) -> Plan:
     methods = {str(k): split_flags(v) for k, v in (data.get("methods") or {}).items()}
     cells, order, seen = [], [], {}
@@ -122,7 +181,7 @@ def _expand(path: str, data: dict, name: str, text: str) -> Plan:
         where = f"plan '{path}', group {i + 1}"
         train = group.get("train", data.get("train", ""))
         template = group.get("path", data.get("path"))
-        min_start = float(group.get("min_start_s", data.get("min_start_s", 30)))
+        min_start = seconds(group.get("min_start_s", data.get("min_start_s", 30)), f"{where}: min_start_s", zero=True)
         settings = {str(k): v if isinstance(v, list) else [v] for k, v in (group.get("settings") or {}).items()}
         unknown = [m for m in group.get("methods", []) if str(m) not in methods]
         if unknown or not group.get("methods") or not group.get("seeds"):
@@ -182,52 +241,90 @@ def plans_in(out: str, given: list[str] | None) -> list[Plan]:
 
 # ---- what is in a cell's directory ----------------------------------------------------------------------
 
-def read_json(path: str):
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None
+def record_problem(data) -> str:
+    """Why a ``cell.json`` cannot be one the campaign wrote ('' when it can)."""
+    if not isinstance(data, dict):
+        return f"holds a JSON {type(data).__name__}, not an object"
+    attempts, tail, segments = data.get("attempts", []), data.get("tail", []), data.get("segments", [])
+    if not isinstance(attempts, list) or not all(isinstance(a, dict) and files.is_number(a.get("seconds", 0))
+                                                 and isinstance(a.get("device", ""), str) for a in attempts):
+        return "holds attempts that are not records of seconds on a device"
+    if not isinstance(segments, list) or not all(isinstance(g, dict) and files.is_number(g.get("seconds", 0))
+                                                 for g in segments):
+        return "holds segments that are not records of seconds on a device"
+    if not isinstance(tail, list) or not all(isinstance(line, str) for line in tail):
+        return "holds a log tail that is not a list of lines"
+    if not isinstance(data.get("outcome"), (str, type(None))) or not isinstance(data.get("cell", {}), dict):
+        return "holds an outcome or a cell that is not what the campaign writes"
+    return ""
+
+
+def read_record(d: str) -> dict | None:
+    return files.read_json(os.path.join(d, "cell.json"), record_problem, "cell record")
 
 
 def write_json(path: str, data) -> None:
-    from metagreedy.rundir import write_text
     write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def checkpoint_of(cell_dir: str):
-    if not os.path.isfile(os.path.join(cell_dir, "checkpoint.pt")):
+    """The cell's checkpoint (None when it has none); CheckpointError when it cannot be read."""
+    if not os.path.lexists(os.path.join(cell_dir, "checkpoint.pt")):
         return None
     from metagreedy import checkpoint
-    try:
-        return checkpoint.load(cell_dir)
-    except checkpoint.CheckpointError:
-        return None
+    return checkpoint.load(cell_dir)
+
+
+def read_cell(d: str) -> dict:
+    """Every file of a cell's directory, checked (metagreedy.files), and that they are of one run:
+    FileDamaged or CheckpointError otherwise."""
+    from metagreedy.checkpoint import CheckpointError
+    found = {"record": read_record(d), "summary": files.read_summary(d), "settings": files.read_settings(d),
+             "checkpoint": checkpoint_of(d)}
+    ids = {name: data.get("run_id", "") for name, data in found.items() if name != "record" and data is not None}
+    for name, torn_ok in (("metrics.jsonl", True), ("curve.jsonl", False)):
+        rows = files.read_rows(os.path.join(d, name), torn_ok=torn_ok)
+        for row in (rows or ([], [], False))[0]:
+            ids.setdefault(name, row.get("run_id", ""))
+            if row.get("run_id", "") != ids[name]:
+                raise files.FileDamaged(f"{name} in {shown(d)} holds rows of two runs")
+    if len(set(ids.values())) > 1:
+        raise CheckpointError(f"the files in {shown(d)} are of different runs (run_id: "
+                              + ", ".join(f"{k} {v or 'none'}" for k, v in ids.items()) + ")")
+    return found
 
 
 def state(cell: Cell, out: str) -> dict:
-    """``state``: done | diverged | failed | running (holds a checkpoint) | new, with ``step`` and
-    ``steps`` (outer steps done and planned), ``devices`` and ``seconds`` (of training, from the
-    checkpoint's segments when train.py writes them, else its elapsed time) and ``wall`` (seconds of
-    the campaign's processes), ``tail`` (the end of the log of a failed cell)."""
+    """``state``: done | diverged | failed | running (holds a checkpoint) | new | damaged (a file that
+    cannot be what it claims, files of two runs, or a directory that is a link: ``problem`` says
+    which; never run again over), with ``step`` and ``steps`` (outer steps done and planned),
+    ``devices`` and ``seconds`` (of training, from the checkpoint's segments when train.py writes
+    them, else its elapsed time) and ``wall`` (seconds of the campaign's processes), ``tail`` (the
+    end of the log of a failed cell)."""
+    from metagreedy.checkpoint import CheckpointError
     d = os.path.join(out, cell.path)
-    record = read_json(os.path.join(d, "cell.json")) or {}
-    summary = read_json(os.path.join(d, "summary.json")) or {}
+    info = {"state": "new", "step": 0, "steps": None, "summary": {}, "record": {}, "wall": 0.0, "tail": [],
+            "devices": [], "seconds": 0.0, "problem": ""}
+    link = link_in(out, d)
+    if link:
+        return {**info, "state": "damaged", "problem": f"{shown(link)} is a symbolic link"}
+    try:
+        found = read_cell(d)
+    except (files.FileDamaged, CheckpointError) as e:
+        return {**info, "state": "damaged", "problem": one_line(e, 300)}
+    record, summary, ckpt = found["record"] or {}, found["summary"] or {}, found["checkpoint"]
     attempts = record.get("attempts", [])
-    info = {"state": "new", "step": 0, "steps": None, "summary": summary, "record": record,
-            "wall": sum(a.get("seconds", 0.0) for a in attempts), "tail": record.get("tail", [])}
-    ckpt = checkpoint_of(d)
+    info.update(summary=summary, record=record, tail=record.get("tail", []),
+                wall=sum(float(a.get("seconds", 0.0)) for a in attempts))
     if ckpt is not None:
         info.update(step=ckpt["step"], steps=ckpt["config"]["outer_steps"], state="running")
-    elif os.path.isfile(os.path.join(d, "checkpoint.pt")):
-        info.update(step="?", steps="? (its checkpoint cannot be read)", state="running")
     if summary.get("status") in ("finished", "diverged"):
         info.update(state="done" if summary["status"] == "finished" else "diverged", step=summary.get("steps_done"))
     elif record.get("outcome") == "failed":
         info["state"] = "failed"
     segments = segments_of(ckpt, record, summary)
     info["devices"] = list(dict.fromkeys(str(s.get("device")) for s in segments))
-    info["seconds"] = sum(s.get("seconds", 0.0) for s in segments)
+    info["seconds"] = sum(float(s.get("seconds", 0.0)) for s in segments)
     return info
 
 
@@ -240,7 +337,7 @@ def segments_of(ckpt, record: dict, summary: dict) -> list[dict]:
     seconds = ckpt.get("elapsed") if ckpt is not None else summary.get("wall_time")
     if seconds is None:
         return []
-    devices = list(dict.fromkeys(a["device"] for a in record.get("attempts", [])))
+    devices = list(dict.fromkeys(str(a.get("device")) for a in record.get("attempts", [])))
     return [{"device": ", ".join(devices) or (ckpt or {}).get("config", {}).get("device") or "?", "seconds": seconds}]
 
 
@@ -268,22 +365,34 @@ def move_aside(src: str, dest_dir: str) -> None:
 
 
 def finalize(cell: Cell, out: str, keep: str) -> None:
-    """A finished or diverged cell: write its curve and move everything but the small files out of DIR."""
-    d = os.path.join(out, cell.path)
-    record = read_json(os.path.join(d, "cell.json")) or {"cell": cell_fields(cell), "attempts": []}
-    record["segments"] = segments_of(checkpoint_of(d), record, read_json(os.path.join(d, "summary.json")) or {})
-    metrics_path = os.path.join(d, "metrics.jsonl")
-    if os.path.exists(metrics_path):
-        with open(metrics_path) as fh:
-            lines = [line for line in fh if line.strip()]
-        steps = (read_json(os.path.join(d, "summary.json")) or {}).get("steps_done") or len(lines)
-        with open(os.path.join(d, "curve.jsonl"), "w") as fh:
-            fh.writelines(thin(lines, steps))
-    record["outcome"] = (read_json(os.path.join(d, "summary.json")) or {}).get("status")
+    """A finished or diverged cell: write its curve and move everything but the small files out of DIR.
+    A damaged file (FileDamaged, CheckpointError) stops it before anything is written."""
+    d, kept = os.path.join(out, cell.path), os.path.join(keep, cell.path)
+    for root, path in ((out, d), (keep, kept)):
+        if link_in(root, path):
+            raise files.FileDamaged(f"{shown(link_in(root, path))} is a symbolic link; refusing to move files into it")
+    found = read_cell(d)
+    record = found["record"] or {"cell": cell_fields(cell), "attempts": []}
+    summary = found["summary"] or {}
+    record["segments"] = segments_of(found["checkpoint"], record, summary)
+    metrics = files.read_rows(os.path.join(d, "metrics.jsonl"))
+    if metrics is not None:
+        lines = [raw.decode() for raw in metrics[1]]
+        write_text(os.path.join(d, "curve.jsonl"), "".join(thin(lines, summary.get("steps_done") or len(lines))))
+    record["outcome"] = summary.get("status")
     write_json(os.path.join(d, "cell.json"), record)
     for name in sorted(os.listdir(d)):
         if name not in SMALL:
-            move_aside(os.path.join(d, name), os.path.join(keep, cell.path))
+            move_aside(os.path.join(d, name), kept)
+
+
+def tidy(cell: Cell, args) -> None:
+    """:func:`finalize`, a damaged cell said in one line and left as it is."""
+    from metagreedy.checkpoint import CheckpointError
+    try:
+        finalize(cell, args.out, args.keep)
+    except (files.FileDamaged, CheckpointError) as e:
+        print(f"damaged: {cell.path}: {one_line(e, 300)}", flush=True)
 
 
 def cell_fields(cell: Cell) -> dict:
@@ -313,30 +422,23 @@ def device_kind(requested: str) -> str:
 
 
 def held(cell_dir: str) -> bool:
-    """Whether a live process holds the run directory's lock file (train.py's ``.lock``, taken with
-    flock or holding its process id). train.py itself refuses such a directory ("in use"); this
-    check only keeps us from tidying a directory that another process is writing."""
+    """Whether a live process holds the run directory's lock (train.py's ``.lock``, taken with flock,
+    which the kernel releases when its holder ends). train.py itself refuses such a directory ("in
+    use"); this check only keeps us from tidying a directory that another process is writing. The
+    process id written in the file is not looked at: it may now be an unrelated process's."""
     path = os.path.join(cell_dir, ".lock")
-    if not os.path.exists(path):
-        return False
     import fcntl
     try:
-        with open(path, "r+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return True
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            pid = int(fh.read().split()[0])
-    except (OSError, ValueError, IndexError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return False
-    except PermissionError:
+    except OSError:
         return True
-    return pid != os.getpid()
+    finally:
+        os.close(fd)
 
 
 def _die_with_parent():  # pragma: no cover - runs in the child between fork and exec
@@ -348,14 +450,16 @@ def _die_with_parent():  # pragma: no cover - runs in the child between fork and
         pass
 
 
-def launch(cell: Cell, args, threads: int, device: str) -> Process:
+def launch(cell: Cell, args, threads: int, device: str, info: dict) -> Process:
+    """Start train.py on a cell whose state (``info``) was read and found sound."""
     d = os.path.join(args.out, cell.path)
     keep_dir = os.path.join(args.keep, cell.path)
+    if link_in(args.keep, keep_dir):
+        raise UsageError(f"{shown(link_in(args.keep, keep_dir))} is a symbolic link; refusing to write through it")
     os.makedirs(keep_dir, exist_ok=True)
-    record = read_json(os.path.join(d, "cell.json")) or {}
+    record = info["record"]
     run_dir = shown(d)  # relative inside the repository, so that a checkpoint resumes on any machine
-    ckpt = checkpoint_of(d)
-    if os.path.isfile(os.path.join(d, "checkpoint.pt")):  # train.py says so if it cannot read it
+    if os.path.lexists(os.path.join(d, "checkpoint.pt")):  # read and found sound (state)
         flags = ["--resume", run_dir]
     else:
         # what an attempt stopped before its first checkpoint left behind: kept, but out of train.py's way
@@ -367,14 +471,14 @@ def launch(cell: Cell, args, threads: int, device: str) -> Process:
     if args.data_root:
         flags += ["--data-root", args.data_root]
     log_path = os.path.join(keep_dir, "train.log")
-    with open(log_path, "a") as log:
+    with open_append(log_path) as log:
         log.write(f"\n==== {utc_now()} {device}, {threads} threads: train.py {shlex.join(flags)}\n")
+        log.flush()
         offset = log.tell()
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "disabled"}
-    with open(log_path, "a") as log:
+        env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "disabled"}
         proc = subprocess.Popen([sys.executable, TRAIN, *flags], cwd=ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
-    return Process(cell, proc, clock(), time.time(), ckpt["step"] if ckpt else 0, log_path, offset)
+    return Process(cell, proc, clock(), time.time(), info["step"], log_path, offset)
 
 
 def utc_now(at: float | None = None) -> str:
@@ -391,10 +495,17 @@ def log_tail(p: Process, lines: int = 20) -> list[str]:
 def settle(p: Process, rc: int, args, device: str) -> str:
     """Record how a process ended; returns the outcome: finished | diverged | interrupted | stopped
     | locked (another process holds the directory: nothing recorded) | failed."""
+    from metagreedy.checkpoint import CheckpointError
     d = os.path.join(args.out, p.cell.path)
+    if link_in(args.out, d):
+        print(f"damaged: {p.cell.path}: {shown(link_in(args.out, d))} is a symbolic link; nothing recorded", flush=True)
+        return "damaged"
     path = os.path.join(d, "summary.json")
     fresh = os.path.exists(path) and os.path.getmtime(path) >= p.started_at - 1
-    summary = (read_json(path) or {}) if fresh else {}
+    try:
+        summary = (files.read_summary(d) or {}) if fresh else {}
+    except files.FileDamaged:
+        summary = {}  # recorded as failed; status then shows the file as damaged
     tail = log_tail(p)
     # a summary this process wrote decides; the exit status alone does not (our stop signal may
     # arrive after the summary, while the process shuts down)
@@ -411,8 +522,16 @@ def settle(p: Process, rc: int, args, device: str) -> str:
         outcome = "stopped"  # by our signal before it could checkpoint: its last checkpoint (if any) stands
     else:
         outcome = "failed"
-    ckpt = checkpoint_of(d)
-    record = read_json(os.path.join(d, "cell.json")) or {"cell": cell_fields(p.cell), "attempts": []}
+    try:
+        ckpt = checkpoint_of(d)
+    except CheckpointError:
+        ckpt = None
+    try:
+        record = read_record(d)
+    except files.FileDamaged:  # kept aside, not written over
+        move_aside(os.path.join(d, "cell.json"), os.path.join(args.keep, p.cell.path))
+        record = None
+    record = record or {"cell": cell_fields(p.cell), "attempts": []}
     done = outcome in ("finished", "diverged")
     record["attempts"].append({
         "device": device, "started": utc_now(p.started_at), "seconds": round(clock() - p.started, 1), "rc": rc,
@@ -423,7 +542,7 @@ def settle(p: Process, rc: int, args, device: str) -> str:
     os.makedirs(d, exist_ok=True)
     write_json(os.path.join(d, "cell.json"), record)
     if done:
-        finalize(p.cell, args.out, args.keep)
+        tidy(p.cell, args)
     return outcome
 
 
@@ -434,19 +553,33 @@ def run(args, started: float) -> int:
     plan = load_plan(args.plan)
     for cell in plan.cells:
         resolved(cell.args)  # a bad flag in the plan is found now, not in a window of GPU time
-    os.makedirs(os.path.join(args.out, plan.name), exist_ok=True)
-    copy = os.path.join(args.out, plan.name, "plan.yaml")
+    # one campaign at a time in DIR: a second is refused at once (the kernel drops a dead holder's lock)
+    lock = take_lock(args.out, f"results directory {shown(args.out)}")
+    try:
+        return _run(args, plan, stop_at, grace)
+    finally:
+        os.close(lock)
+
+
+def _run(args, plan: Plan, stop_at: float, grace: float) -> int:
+    plan_dir = os.path.join(args.out, plan.name)
+    if link_in(args.out, plan_dir):
+        raise UsageError(f"{shown(link_in(args.out, plan_dir))} is a symbolic link; refusing to write through it")
+    os.makedirs(plan_dir, exist_ok=True)
+    copy = os.path.join(plan_dir, "plan.yaml")
     if os.path.abspath(copy) != os.path.abspath(args.plan):
-        with open(copy, "w") as fh:
-            fh.write(plan.text)
+        write_text(copy, plan.text)
     device = device_kind(args.device)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     threads = args.threads or max(1, cores // args.parallel)
 
     states = {cell: state(cell, args.out) for cell in plan.cells}
+    damaged = [c for c in plan.cells if states[c]["state"] == "damaged"]
+    for cell in damaged:  # never run over, never taken for new: the user decides
+        print(f"damaged: {cell.path}: {states[cell]['problem']} (left as it is; not run)", flush=True)
     for cell, s in states.items():  # finished while the last campaign was being stopped
         if s["state"] in ("done", "diverged") and os.path.exists(os.path.join(args.out, cell.path, "checkpoint.pt")):
-            finalize(cell, args.out, args.keep)
+            tidy(cell, args)
     # cells that hold a checkpoint first (finishing them also takes their checkpoints out of DIR), then
     # the others in the plan's order; a failed cell waits for --retry-failed
     later = ("new", "failed") if args.retry_failed else ("new",)
@@ -462,23 +595,39 @@ def run(args, started: float) -> int:
         stopping.append(signum)
 
     handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    running, outcomes = [], []
+    running, outcomes, refused, faults = [], [], [], []
+
+    def settled(p: Process, rc: int) -> None:
+        try:
+            outcome = settle(p, rc, args, device)
+        except (WriteError, OSError) as e:  # a full disk: the others are stopped, their checkpoints kept
+            text = one_line(e, 300) if isinstance(e, WriteError) else f"{e.strerror or e}: {e.filename or ''}"
+            print(f"error: {p.cell.path}: {text}; its run's own files are intact", flush=True)
+            faults.append(e)
+            outcome = "failed"
+        outcomes.append((p, outcome))
+        print(f"{outcome}: {p.cell.path}", flush=True)
+
     try:
-        while not stopping and clock() < stop_at:
+        while not stopping and not faults and clock() < stop_at:
             while queue and len(running) < args.parallel and stop_at - clock() >= (
                     queue[0].min_start_s if args.min_start_s is None else args.min_start_s):
                 cell = queue.pop(0)
                 if held(os.path.join(args.out, cell.path)):
                     print(f"skipped {cell.path}: in use by another process", flush=True)
                     continue
-                running.append(launch(cell, args, threads, device))
+                try:
+                    running.append(launch(cell, args, threads, device, states[cell]))
+                except (UsageError, WriteError) as e:  # the others run on; this cell is left as it is
+                    print(f"skipped {cell.path}: {one_line(e, 300)}", flush=True)
+                    refused.append(cell)
+                    continue
                 print(f"started {cell.path}", flush=True)
             if not running:
                 break
             for p in [p for p in running if p.proc.poll() is not None]:
                 running.remove(p)
-                outcomes.append((p, settle(p, p.proc.returncode, args, device)))
-                print(f"{outcomes[-1][1]}: {p.cell.path}", flush=True)
+                settled(p, p.proc.returncode)
             time.sleep(POLL_S)
         # the budget is spent (or we were told to stop): every cell checkpoints and exits
         for p in running:
@@ -493,15 +642,14 @@ def run(args, started: float) -> int:
                 print(f"no exit {grace:.0f} s after the stop signal: SIGKILL {p.cell.path} "
                       "(its last checkpoint stays valid)", flush=True)
                 p.proc.kill()
-            outcomes.append((p, settle(p, p.proc.wait(), args, device)))
-            print(f"{outcomes[-1][1]}: {p.cell.path}", flush=True)
+            settled(p, p.proc.wait())
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     counts = collections.Counter(outcome for _, outcome in outcomes)
     print(f"{plan.name}: " + (", ".join(f"{n} {o}" for o, n in counts.items()) or "nothing ran")
-          + f"; {len(queue)} left to start", flush=True)
-    return 1 if counts.get("failed") else 0
+          + f"; {len(queue)} left to start" + (f"; {len(damaged)} damaged, not run" if damaged else ""), flush=True)
+    return 1 if counts.get("failed") else 2 if damaged or refused or counts.get("damaged") else 0
 
 
 # ---- status -------------------------------------------------------------------------------------------
@@ -513,12 +661,15 @@ def describe(s: dict) -> str:
 
 
 def size_of(path: str) -> tuple[int, int]:
-    total, files = 0, 0
+    total, count = 0, 0
     for base, _, names in os.walk(path):
         for name in names:
-            total += os.path.getsize(os.path.join(base, name))
-            files += 1
-    return total, files
+            try:
+                total += os.lstat(os.path.join(base, name)).st_size
+            except OSError:
+                continue
+            count += 1
+    return total, count
 
 
 def status(args) -> int:
@@ -537,14 +688,14 @@ def status(args) -> int:
                 continue
             print(f"  {cell.path:<48} {describe(s):<24} {', '.join(s['devices']) or '-':<12} "
                   f"{s['seconds']:8.0f} s training {s['wall']:8.0f} s wall")
-            for text in s["tail"][-3:]:
+            for text in s["tail"][-3:] + ([s["problem"]] if s["problem"] else []):
                 print(f"      | {text}")
         names = {"done": "done", "diverged": "diverged", "failed": "failed", "running": "in progress",
-                 "new": "not started"}
+                 "new": "not started", "damaged": "damaged"}
         print("  total: " + ", ".join(f"{counts.get(k, 0)} {v}" for k, v in names.items())
               + f"; {seconds / 3600:.2f} h training, {wall / 3600:.2f} h wall")
-    size, files = size_of(args.out)
-    print(f"{shown(args.out)}: {size / 1e6:.2f} MB in {files} files")
+    size, count = size_of(args.out)
+    print(f"{shown(args.out)}: {size / 1e6:.2f} MB in {count} files")
     return 0
 
 
@@ -585,10 +736,15 @@ def main(argv=None, started: float | None = None) -> int:
     args = parser().parse_args(argv)
     args.out = os.path.abspath(args.out)
     args.keep = os.path.abspath(args.keep or os.path.join(os.path.dirname(args.out), "runs", "campaign"))
+    from metagreedy.checkpoint import CheckpointError
     try:
         if args.command == "run":
-            if args.parallel < 1 or not math.isfinite(args.budget_s) or args.budget_s <= 0:
-                raise PlanError("--parallel and --budget-s must be positive (and the budget finite)")
+            seconds(args.budget_s, "--budget-s")
+            for name, value in (("--grace-s", args.grace_s), ("--min-start-s", args.min_start_s)):
+                if value is not None:
+                    seconds(value, name, zero=name == "--min-start-s")
+            if not 1 <= args.parallel <= 1024:
+                raise PlanError(f"--parallel must be in [1, 1024], got {args.parallel}")
             if args.device == "cuda":
                 import torch
                 if not torch.cuda.is_available():
@@ -598,12 +754,18 @@ def main(argv=None, started: float | None = None) -> int:
             return status(args)
         from campaign_report import report
         return report(args)
-    except PlanError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (PlanError, UsageError, CheckpointError) as e:  # bad input: a plan, a flag, a damaged file, a lock
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
-    except OSError as e:  # the doc or the results directory cannot be written
-        print(f"error: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
-        return 2
+    except (WriteError, OSError) as e:  # the pages or the results directory cannot be written
+        text = one_line(e) if isinstance(e, WriteError) else f"{e.strerror or e}: {e.filename or ''}"
+        print(f"error: {text}; every file already written is whole (each is written at once or not at all)",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; every file already written is whole (each is written at once or not at all)",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -98,10 +98,10 @@ def experiment_text(plan: Plan, cells: list, layout: dict, out: str, doc_dir: st
         for c in sorted(part_cells, key=lambda c: c.seed):
             i, s = columns.index(column_of[c]), states[c]
             if s["state"] == "done" and key in s["summary"]:
-                values[c.method][i].append(s["summary"][key])
+                values[c.method][i].append(float(s["summary"][key]))  # a number: checked when read
             elif s["state"] == "running":
                 notes[c.method][i].append(f"seed {c.seed}: step {s['step']}/{s['steps']}")
-            elif s["state"] in ("diverged", "failed"):
+            elif s["state"] in ("diverged", "failed", "damaged"):
                 notes[c.method][i].append(f"seed {c.seed}: {s['state']}")
         return values, notes
 

@@ -1,7 +1,6 @@
 """Helpers for the bench scripts: run train.py in-process or as a subprocess, read its outputs."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -9,7 +8,33 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from metagreedy import files  # noqa: E402
+from metagreedy.rundir import open_append, write_atomic, write_text  # noqa: E402
 from metagreedy.stats import mean_ci95  # noqa: E402
+
+_said = []  # what has been said once in this process
+
+
+def guarded(main) -> int:
+    """Run a bench script's ``main`` as train.py runs: bad input (a damaged or foreign file, a bad
+    flag, missing data) is one line and exit 2, a file that cannot be written one line and exit 1,
+    Ctrl-C one line and exit 130."""
+    from metagreedy.checkpoint import CheckpointError
+    from metagreedy.config import UsageError, one_line
+    from metagreedy.data import DataError
+    from metagreedy.rundir import WriteError
+    try:
+        main()
+        return 0
+    except (UsageError, CheckpointError, DataError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except WriteError as e:
+        print(f"error: {one_line(e)}; every file already written is whole", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; every file already written is whole", file=sys.stderr)
+        return 130
 
 
 def run_train(args: list[str], run_dir: str, threads: int | None = None, log_path: str | None = None):
@@ -18,7 +43,7 @@ def run_train(args: list[str], run_dir: str, threads: int | None = None, log_pat
     env = {**os.environ, "PYTHONPATH": ROOT, "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled")}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    out = open(log_path or os.devnull, "a")
+    out = open_append(log_path) if log_path else open(os.devnull, "a")
     flags = ["--resume", run_dir] if os.path.exists(os.path.join(run_dir, "checkpoint.pt")) else [*args, "--run-dir",
                                                                                                   run_dir]
     return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *flags, "--no-progress"], env=env,
@@ -45,22 +70,14 @@ def finished(run_dir: str) -> bool:
 
 
 def summary(run_dir: str):
-    path = os.path.join(run_dir, "summary.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as fh:
-        return json.load(fh)
+    """A run's summary.json, checked (metagreedy.files); None when it has none."""
+    return files.read_summary(run_dir)
 
 
 def metrics(run_dir: str) -> list[dict]:
     """The rows of ``metrics.jsonl``, or of the thinned ``curve.jsonl`` that a finished campaign cell
     keeps instead; none when the run has neither."""
-    for name in ("metrics.jsonl", "curve.jsonl"):
-        path = os.path.join(run_dir, name)
-        if os.path.exists(path):
-            with open(path) as fh:
-                return [json.loads(line) for line in fh if line.strip()]
-    return []
+    return files.metrics_rows(run_dir)
 
 
 def replace_section(path: str, name: str, text: str, title: str = "# Results") -> None:
@@ -68,16 +85,13 @@ def replace_section(path: str, name: str, text: str, title: str = "# Results") -
     the section if it is not there yet), so each bench script owns its own part of RESULTS.md."""
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
     block = f"{start}\n{text.rstrip()}\n{end}"
-    old = title + "\n"
-    if os.path.exists(path):
-        with open(path) as fh:
-            old = fh.read()
+    old = files.read_text(path, files.MAX_LINES_BYTES, "page")
+    old = title + "\n" if old is None else old
     if start in old and end in old:
         new = old[: old.index(start)] + block + old[old.index(end) + len(end):]
     else:
         new = old.rstrip() + "\n\n" + block + "\n"
-    with open(path, "w") as fh:
-        fh.write(new)
+    write_text(path, new)
 
 
 def mean_ci(values) -> tuple[float, float, int]:
@@ -97,10 +111,11 @@ def fmt(mean: float, ci: float, n: int, scale: float = 100.0) -> str:
 def plot_curves(panels: dict, key: str, path: str, ylabel: str) -> bool:
     """Learning curves in one figure, a panel per title of ``panels`` (two a row); each maps a label to
     run directories and draws one line per label (mean over its runs) with a min-max band over
-    seeds. Runs without metrics are left out; nothing is written when no panel has a curve."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    seeds. Runs without metrics are left out; nothing is written when no panel has a curve, or when
+    matplotlib is not installed (said once: the pictures are optional)."""
+    plt = pyplot()
+    if plt is None:
+        return False
     cols = min(2, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4.5 * rows), squeeze=False)
@@ -116,9 +131,30 @@ def plot_curves(panels: dict, key: str, path: str, ylabel: str) -> bool:
             drawn = True
     if drawn:
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path)
     plt.close(fig)
     return drawn
+
+
+def pyplot():
+    """matplotlib.pyplot (drawing to files), or None when matplotlib is not installed: the pictures
+    are optional, and their absence is said once."""
+    try:
+        import matplotlib
+    except ImportError:
+        if not _said:
+            _said.append(True)
+            print("matplotlib is not installed: the tables are written, the pictures are left out "
+                  "(pip install matplotlib)", file=sys.stderr, flush=True)
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig, path: str) -> None:
+    """A figure as a PNG, written as every file is (atomically, never through a link)."""
+    write_atomic(path, lambda fh: fig.savefig(fh, dpi=110, format="png"), binary=True)
 
 
 def draw_curves(ax, groups: dict, key: str) -> bool:

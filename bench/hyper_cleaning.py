@@ -16,7 +16,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import paper  # noqa: E402
-from common import ROOT, plot_curves, replace_section, run_all, summary  # noqa: E402
+from common import ROOT, guarded, plot_curves, pyplot, replace_section, run_all, save_figure, summary  # noqa: E402
 from tables import table  # noqa: E402
 
 ROWS = {
@@ -131,13 +131,11 @@ def pictures(args) -> list[str]:
         out += ["", f"![learning curves]({name})"]
     import torch
     d = run_dir(args.out, protocol, dataset, noise, "greedy 0.9", args.seeds[0], args.val_batch)
-    if summary(d) is not None:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    plt = pyplot()
+    if summary(d) is not None and plt is not None:
+        from metagreedy import checkpoint
         from metagreedy.data.cleaning import make_cleaning_data
-        alpha = torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False)["hparams"]["alpha"]
+        alpha = checkpoint.load(d)["hparams"]["alpha"]  # read as every checkpoint is: plain data only
         corrupted = make_cleaning_data(dataset, args.data_root, noise=noise, seed=args.seeds[0],
                                        protocol=protocol).corrupted
         weights = torch.sigmoid(alpha)
@@ -150,11 +148,11 @@ def pictures(args) -> list[str]:
         ax.legend()
         fig.tight_layout()
         name = f"hyper_cleaning_weights_vb{args.val_batch}.png"
-        fig.savefig(os.path.join(ROOT, "docs", name), dpi=110)
+        save_figure(fig, os.path.join(ROOT, "docs", name))
         plt.close(fig)
         out += ["", f"![learned weights]({name})"]
     return out
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import paper
-from common import ROOT, plot_curves, replace_section, run_all, summary
+from common import ROOT, guarded, plot_curves, replace_section, run_all, summary
 from tables import table
 
 ROWS = {
@@ -108,4 +109,4 @@ def report(args, tag):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))

@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
-from common import ROOT, metrics, replace_section, run_all
+from common import ROOT, guarded, metrics, pyplot, replace_section, run_all, save_figure
 
 EARLY = 100
 METHODS = {
@@ -45,9 +46,9 @@ def main():
 
 
 def plot(results, steps, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    if plt is None:
+        return
     fig, axes = plt.subplots(2, len(steps), figsize=(5 * len(steps), 7), squeeze=False)
     for j, T in enumerate(steps):
         for name in METHODS:
@@ -63,7 +64,7 @@ def plot(results, steps, path):
         axes[1][j].set_ylim(-1.05, 1.05)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
 
 
 def table(results, steps, outer_steps, wall):
@@ -90,4 +91,4 @@ def table(results, steps, outer_steps, wall):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))

@@ -305,6 +305,29 @@ def _count_nodes(data, budget: int) -> int:
     return seen
 
 
+def _unique_key_loader():
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        """YAML's safe loader that refuses a mapping with a key written twice (YAML keeps the last)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    duplicate = False
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {brief(key)} (line "
+                                                            f"{key_node.start_mark.line + 1})", key_node.start_mark)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
 def load_file(path: str) -> dict:
     """The settings in a YAML file: a mapping of setting name to value, checked against the table."""
     import yaml
@@ -319,7 +342,7 @@ def load_file(path: str) -> dict:
                          f"({MAX_CONFIG_BYTES}); refusing to read it")
     try:
         with open(path) as fh:
-            data = yaml.safe_load(fh)
+            data = yaml.load(fh, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as e:
         raise UsageError(f"{where} is not valid YAML: {brief(str(e).splitlines()[0])}") from None
     except RecursionError:

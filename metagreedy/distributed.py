@@ -8,10 +8,18 @@ import torch
 import torch.distributed as dist
 
 
+def _count(name: str, default: str) -> int:
+    """A count torchrun puts in the environment; a garbled one is refused in one line."""
+    text = os.environ.get(name, default).strip()
+    if not (text.isascii() and text.isdigit() and len(text) < 7):
+        from .config import UsageError, brief
+        raise UsageError(f"{name}={brief(text)} is not a process count (torchrun sets it); unset it for one process")
+    return int(text)
+
+
 class World:
     def __init__(self):
-        self.size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
+        self.size, self.rank = max(1, _count("WORLD_SIZE", "1")), _count("RANK", "0")
         self.active = self.size > 1
         if self.active and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() else "gloo"

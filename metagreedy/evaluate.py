@@ -19,9 +19,15 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from . import checkpoint
-from . import config
+from . import checkpoint, config, files
 from .config import Config, UsageError, path_text
+
+WHERE_DATA = "point at it with load_run(..., data_root=DIR) or python -m metagreedy.evaluate ... --data-root DIR"
+
+
+def say(message: str) -> None:
+    """A note about the run being reused: one line on stderr."""
+    print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 class Score(NamedTuple):
@@ -57,9 +63,16 @@ class Run:
         size = self.facts.get("image_size", 28)
         for name, x in (("support_x", support_x), ("query_x", query_x)):
             if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4 or \
-                    tuple(x.shape[1:]) != (1, size, size):
+                    tuple(x.shape[1:]) != (1, size, size) or len(x) == 0:
                 raise ValueError(f"{name} must be a float tensor [N, 1, {size}, {size}] in [0, 1] (see "
                                  f"metagreedy.data.omniglot.preprocess), got {_described(x)}")
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError(f"{name} holds values that are not finite (NaN or infinite)")
+            low, high = float(x.min()), float(x.max())
+            if low < 0 or high > 1:
+                raise ValueError(f"{name} must be in [0, 1] (ink = 1, as metagreedy.data.omniglot.preprocess gives "
+                                 f"it), got values in [{low:.4g}, {high:.4g}]" + ("; divide 0-255 images by 255"
+                                                                               if high > 1.5 else ""))
         support_y = torch.as_tensor(support_y)
         if support_y.dim() != 1 or support_y.is_floating_point() or len(support_y) != len(support_x):
             raise ValueError(f"support_y must hold one integer label per support image, got {_described(support_y)}")
@@ -76,7 +89,11 @@ class Run:
         for name, value in (("tasks", n), ("ways", ways), ("shots", shots), ("queries", queries)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        mean, ci = self.task.score(split, n, ways, shots, queries, query_mode)
+        from .data import DataError
+        try:
+            mean, ci = self.task.score(split, n, ways, shots, queries, query_mode)
+        except DataError as e:  # the data is read only now (predict needs none)
+            raise DataError(f"{config.one_line(e)}; {WHERE_DATA}") from None
         return Score(mean, ci, n)
 
 
@@ -88,40 +105,56 @@ def _described(x) -> str:
 
 def load_run(path: str, device: Optional[str] = None, data_root: Optional[str] = None) -> Run:
     """The run in ``path`` rebuilt from its checkpoint (read without unpickling code). ``device``:
-    cpu, cuda or None (the run's own setting); ``data_root``: where this machine has the data, if
-    not where the run read it."""
+    cpu, cuda or None (the run's own setting; a run trained on a GPU runs on the CPU where there is
+    none, and says so); ``data_root``: where this machine has the data, if not where the run read it.
+    The data is read only when a split is asked for (``evaluate``): ``predict`` needs none."""
     import tasks
 
     payload = checkpoint.load(path)
+    checkpoint.check_belongs(path, payload)  # its config.yaml and summary.json are this run's
+    summary = files.read_summary(path)
     settings = config.pin(payload["config"], payload.get("facts", {}))  # the data the run used, not the data found
+    if data_root is not None and not isinstance(data_root, (str, os.PathLike)):
+        raise UsageError(f"data_root must be a folder's path, got {config.brief(data_root)}")
     if data_root is not None and "data_root" in settings:
+        data_root = os.fspath(data_root)
         settings["data_root"] = data_root
     cfg = Config(settings)
-    want = device or cfg.device
-    if want == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device cuda: no CUDA GPU is available here")
-    dev = torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
+    dev = _device(path, device, cfg, payload.get("facts", {}))
     if cfg.get("loop") == "graph" and dev.type != "cuda":  # a GPU-trained run scored elsewhere: adaptation and
         cfg = cfg.replace(loop="batched")                  # prediction do not use the graph; same numbers
     config.apply_numerics(cfg)
     torch.manual_seed(cfg.seed)
-    task = tasks.load(cfg.task).Task(cfg, dev, getattr(torch, cfg.dtype))
-    stored = payload["hparams"]
-    if sorted(stored) != sorted(task.hparams):
-        raise checkpoint.CheckpointError(f"checkpoint in {path_text(path)} does not match its task's hyperparameters")
+    task_class = tasks.load(cfg.task).Task
+    from .data import DataError
     try:
-        with torch.no_grad():
-            for name, value in stored.items():
-                task.hparams[name].copy_(value)
-        task.load_state(payload["task_state"])
-    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as e:
-        raise checkpoint.CheckpointError(f"checkpoint in {path_text(path)} is damaged ({type(e).__name__})") from None
-    summary = None
-    if os.path.exists(os.path.join(path, "summary.json")):
-        import json
-        with open(os.path.join(path, "summary.json")) as fh:
-            summary = json.load(fh)
+        task = task_class(cfg, dev, getattr(torch, cfg.dtype), **({"lazy": True} if getattr(
+            task_class, "lazy_data", False) else {}))
+    except DataError as e:
+        raise DataError(f"{config.one_line(e)}; {WHERE_DATA}") from None
+    checkpoint.restore_task(task, payload, f"checkpoint in {path_text(path)}")
+    done = summary is not None and summary.get("status") == "finished"
+    if not done:
+        say(f"{path_text(path)} is unfinished: it stopped at outer step {payload['step']} of {cfg.outer_steps}"
+            + (f" ({summary['status']})" if summary else " (no summary.json)"))
     return Run(path, cfg, payload.get("facts", {}), task, payload["step"], summary)
+
+
+def _device(path: str, device: Optional[str], cfg: Config, facts: dict) -> torch.device:
+    """The device to rebuild a run on: the one asked for, else the run's, else the CPU when the run
+    trained on a GPU and this machine has none (said in one line)."""
+    if device not in (None, "auto", "cpu", "cuda"):
+        raise UsageError(f"device must be auto, cpu or cuda, got {config.brief(device)}")
+    gpu = torch.cuda.is_available()
+    if device == "cuda" and not gpu:
+        raise UsageError("device cuda: no CUDA GPU is available here; use device='cpu' (--device cpu)")
+    want = device or cfg.device
+    trained_on = str(facts.get("device_name") or cfg.device)
+    if device is None and not gpu and (want == "cuda" or trained_on.startswith("cuda")):
+        say(f"{path_text(path)} was trained on {trained_on}; this machine has no CUDA GPU, so it runs on the CPU "
+            "(the last digits of its numbers may differ)")
+        return torch.device("cpu")
+    return torch.device("cuda" if want == "cuda" or (want == "auto" and gpu) else "cpu")
 
 
 def main(argv=None) -> int:

@@ -11,13 +11,28 @@ import os
 import signal
 
 
+KINDS = ("nan", "kill", "interrupt", "kill_in_checkpoint") + tuple(
+    f"{name}:{moment}" for name in ("sigterm", "sigint") for moment in ("hypergradient", "evaluate", "final",
+                                                                          "checkpoint"))
+
+
 def _spec() -> list[tuple[str, int, bool]]:
     out = []
     for item in filter(None, os.environ.get("METAGREEDY_FAULT", "").split(",")):
-        kind, _, at = item.partition("@")
+        kind, _, at = item.strip().partition("@")
         onward = kind.endswith("+")
-        out.append((kind.rstrip("+"), int(at), onward))
+        kind = kind[:-1] if onward else kind
+        if kind not in KINDS or not (at.strip().isascii() and at.strip().isdigit()):
+            from .config import UsageError, brief
+            raise UsageError(f"METAGREEDY_FAULT: {brief(item)} is not KIND@STEP (KIND one of {', '.join(KINDS)}); "
+                             "unset it for a normal run")
+        out.append((kind, int(at), onward))
     return out
+
+
+def check() -> None:
+    """Refuse a malformed METAGREEDY_FAULT before a run starts, not at the step that reads it."""
+    _spec()
 
 
 def hit(kind: str, step: int) -> bool:

@@ -11,7 +11,7 @@ import sys
 from typing import Any
 from urllib.parse import urlparse
 
-from .rundir import WriteError, write_json
+from .rundir import WriteError, open_append, write_json
 
 PROBE_SECONDS = 5.0  # how long to wait for the W&B server before logging offline instead
 
@@ -37,12 +37,15 @@ def _wandb_mode(requested: str) -> str:
 def _server_unreachable(timeout: float = PROBE_SECONDS) -> str:
     """Why the W&B server cannot be reached ('' when it answers): a TCP connection to its host,
     so that a machine without network falls back to offline in seconds, not after minutes."""
-    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
-    host, port = url.hostname or "api.wandb.ai", url.port or (443 if url.scheme != "http" else 80)
+    try:
+        url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+        host, port = url.hostname or "api.wandb.ai", url.port or (443 if url.scheme != "http" else 80)
+    except ValueError:  # a garbled WANDB_BASE_URL (a port that is not a number)
+        return "WANDB_BASE_URL is not a URL"
     try:
         socket.create_connection((host, port), timeout=timeout).close()
         return ""
-    except OSError as e:
+    except (OSError, UnicodeError) as e:
         return f"{host}:{port} {type(e).__name__}"
 
 
@@ -59,8 +62,10 @@ def warn(message: str) -> None:
 
 class RunLog:
     def __init__(self, run_dir: str, config: dict, *, mode: str = "auto", project: str = "metagreedy",
-                 group: str = "", name: str = "", tags=(), enabled: bool = True, resume_id: str = ""):
+                 group: str = "", name: str = "", tags=(), enabled: bool = True, resume_id: str = "",
+                 run_id: str = ""):
         self.run_dir = run_dir
+        self.identity = {"run_id": run_id} if run_id else {}  # in every row: a row of another run is told apart
         self.enabled = enabled  # only rank 0 logs
         self.mode = _wandb_mode(mode)
         self.wandb = None
@@ -68,11 +73,7 @@ class RunLog:
         if not enabled:
             return
         self._metrics_path = os.path.join(run_dir, "metrics.jsonl")
-        try:  # appended to, never through a link planted in its place
-            fd = os.open(self._metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-            self._metrics = os.fdopen(fd, "a")
-        except OSError as e:
-            raise WriteError(f"could not open {self._metrics_path}: {e.strerror or e}") from None
+        self._metrics = open_append(self._metrics_path)
         if self.mode == "online":
             why = _server_unreachable()
             if why:
@@ -104,7 +105,7 @@ class RunLog:
     def log(self, metrics: dict, step: int) -> None:
         if not self.enabled:
             return
-        row = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
+        row = {"step": step, **{k: _clean(v) for k, v in metrics.items()}, **self.identity}
         try:
             self._metrics.write(json.dumps(row) + "\n")
             self._metrics.flush()

@@ -80,20 +80,20 @@ def choose_loop(cfg, device) -> str:
 
 class Task(TaskBase):
     progress = ("meta_val_acc",)
+    lazy_data = True  # reuse may build it without data: predict() on the user's images needs none
 
-    def __init__(self, cfg, device, dtype, tasksets=None):
+    def __init__(self, cfg, device, dtype, tasksets=None, lazy=False):
         self.cfg, self.device, self.dtype = cfg, device, dtype
         self.loop = choose_loop(cfg, device)  # first: a bad choice is refused before any data is built
         if self.loop == "graph" and device.type != "cuda":
             raise UsageError("--loop graph captures the meta-batch in a CUDA graph: it needs a CUDA GPU (--device cuda)")
-        self.alphabets, self.diverged = None, 0
-        if tasksets is None:
-            self.dataset = choose_dataset(cfg)
-            self.alphabets = load_alphabets(self.dataset, cfg.data_root)
-            tasksets = self._tasksets(cfg.ways, cfg.shots, cfg.queries)
-        else:
+        self.alphabets, self.diverged, self._sets = None, 0, tasksets
+        if tasksets is not None:
             self.dataset = "custom"
-        self.train_tasks, self.val_tasks, self.test_tasks = tasksets
+        elif lazy and cfg.dataset != "auto":  # read when a split is first asked for (_data)
+            self.dataset = cfg.dataset
+        else:
+            self._data()  # training: bad data fails here, before anything is written
         self.replay = Replay(self.batched_estimate_on) if self.loop == "graph" else None
         # NHWC convolutions: the per-task loop is about 1.3x faster on CPU (docs/PERFORMANCE.md); same numbers
         self.format = torch.channels_last if cfg.memory_format == "channels_last" or (
@@ -110,9 +110,24 @@ class Task(TaskBase):
         self.optimizer = higher_sgd(cfg.inner_lr, cfg.momentum) if self.loop == "higher" and \
             cfg.inner_optimizer == "sgd" else cfg.inner_optimizer
 
+    def _data(self):
+        """The train, validation and test task sets, the data read the first time they are needed."""
+        if self._sets is None:
+            self.dataset = choose_dataset(self.cfg)
+            self.alphabets = load_alphabets(self.dataset, self.cfg.data_root)
+            self._sets = self._tasksets(self.cfg.ways, self.cfg.shots, self.cfg.queries)
+        return self._sets
+
+    train_tasks = property(lambda self: self._data()[0])
+    val_tasks = property(lambda self: self._data()[1])
+    test_tasks = property(lambda self: self._data()[2])
+
     def _tasksets(self, ways, shots, queries):
         if self.alphabets is None:
-            raise ValueError("this task was built on given task sets: it cannot make tasks of other sizes")
+            if self._sets is None:
+                self._data()
+            else:
+                raise ValueError("this task was built on given task sets: it cannot make tasks of other sizes")
         try:
             return make_tasksets(*self.alphabets, ways, shots, queries, seed=self.cfg.seed,
                                  val_fraction=self.cfg.val_fraction, rotations=self.cfg.rotations)

@@ -1,6 +1,7 @@
 """bench/campaign.py: plans, runs that stop within their budget and add up, status and report."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -110,7 +111,7 @@ def test_bad_plans_are_one_line(tmp_path, capsys, groups, message):
 
 @pytest.mark.parametrize("head,args,message", [
     ("name: ../../escape\n", ["--budget-s", "10"], "must be a plain directory name"),
-    ("name: p\n", ["--budget-s", "nan"], "the budget finite"),
+    ("name: p\n", ["--budget-s", "nan"], "--budget-s must be a finite positive number"),
 ])
 def test_a_plan_cannot_write_outside_its_results_and_budgets_are_numbers(tmp_path, capsys, head, args, message):
     plan = write_plan(tmp_path / "p.yaml", head + "train: --task toy\nmethods: {FO: --method fo}\n"
@@ -182,7 +183,7 @@ min_start_s: 1
 methods: {greedy 0.5: --method greedy --gamma 0.5}
 groups: [{methods: [greedy 0.5], seeds: [0]}]
 """
-TIMING = {"step_time", "wall_time", "total_time"}
+TIMING = {"step_time", "wall_time", "total_time", "run_id"}  # and the identity: each run has its own
 
 
 def test_a_cell_stopped_by_the_budget_resumes_bit_identical(tmp_path, monkeypatch):
@@ -206,7 +207,7 @@ def test_a_cell_stopped_by_the_budget_resumes_bit_identical(tmp_path, monkeypatc
     assert run_campaign("--plan", plan, "--budget-s", 300, "--out", out) == 0
     record = read(cell_dir / "cell.json")
     assert record["attempts"][-1]["rc"] == 130 and record["outcome"] == "interrupted"
-    step = torch.load(cell_dir / "checkpoint.pt", weights_only=False)["step"]
+    step = torch.load(cell_dir / "checkpoint.pt", weights_only=True)["step"]
     assert 30 <= step < 600 and read(cell_dir / "summary.json")["status"] == "interrupted"
 
     monkeypatch.setattr(campaign, "clock", time.monotonic)
@@ -215,8 +216,8 @@ def test_a_cell_stopped_by_the_budget_resumes_bit_identical(tmp_path, monkeypatc
     record = read(cell_dir / "cell.json")
     assert [(a["outcome"], a["from_step"]) for a in record["attempts"]] == [("interrupted", 0), ("finished", step)]
     assert not (cell_dir / "checkpoint.pt").exists()
-    a = torch.load(os.path.join(reference, "checkpoint.pt"), weights_only=False)["hparams"]
-    b = torch.load(kept / "checkpoint.pt", weights_only=False)["hparams"]
+    a = torch.load(os.path.join(reference, "checkpoint.pt"), weights_only=True)["hparams"]
+    b = torch.load(kept / "checkpoint.pt", weights_only=True)["hparams"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     strip = lambda row: {k: v for k, v in row.items() if k not in TIMING}  # noqa: E731
     assert [strip(r) for r in rows(kept / "metrics.jsonl")] == [strip(r) for r in rows(os.path.join(reference,
@@ -266,8 +267,8 @@ def test_diverged_is_a_result_bad_input_fails_once_and_a_locked_cell_is_skipped(
                       "groups: [{methods: [diverges, bad, locked], seeds: [0]}]\n")
     out = tmp_path / "results"
     # what an attempt stopped before its first checkpoint left: moved aside before a fresh start
-    (out / "p/default/diverges/seed0").mkdir(parents=True)
-    (out / "p/default/diverges/seed0/config.yaml").write_text("seed: 0\n")
+    (out / "p/default/diverges/seed0/wandb").mkdir(parents=True)
+    (out / "p/default/diverges/seed0/wandb/debug.log").write_text("seed: 0\n")
     assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 1  # a cell failed
     printed = capsys.readouterr().out
     assert "skipped p/default/locked/seed0: error: run directory" in printed
@@ -275,7 +276,7 @@ def test_diverged_is_a_result_bad_input_fails_once_and_a_locked_cell_is_skipped(
     assert sorted(os.listdir(out / "p/default/diverges/seed0")) == ["cell.json", "curve.jsonl", "summary.json"]
     assert read(out / "p/default/bad/seed0/cell.json")["tail"][-1].endswith("truncated or corrupt")
     assert not (out / "p/default/locked/seed0/cell.json").exists()
-    assert (tmp_path / "runs/campaign/p/default/diverges/seed0/aborted-0/config.yaml").read_text() == "seed: 0\n"
+    assert (tmp_path / "runs/campaign/p/default/diverges/seed0/aborted-0/wandb/debug.log").read_text() == "seed: 0\n"
 
     assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 0  # the failed cell waits
     printed = capsys.readouterr().out
@@ -364,3 +365,212 @@ def test_report_chooses_gamma_on_validation_with_t_intervals(tmp_path):
     assert "| **greedy, gamma chosen on validation** | 60.00 ± 0.00 (2) [0.99; seeds 2/2] |" in heldout
     assert "| greedy 0.9 | 80.50 ± 6.35 (2) |" in heldout and "*paper:" not in heldout
     assert "*paper: Ours (gamma=0.9)* | 80.46 ± 1.08 |" in page
+
+
+# ---- the campaign's files: checked when read, written atomically, never through a link ---------------------
+
+FAST = ("name: p\nmin_start_s: 0\ntrain: --task toy\nmethods: {diverges: --fake diverges}\n"
+        "groups: [{methods: [diverges], seeds: [0, 1]}]\n")
+
+
+def test_a_second_run_on_the_same_results_is_refused_at_once(tmp_path, fake_train, capsys):
+    from metagreedy import rundir
+    plan, out = write_plan(tmp_path / "p.yaml", FAST), tmp_path / "results"
+    fd = rundir.take_lock(str(out), "results")  # a campaign running on it
+    try:
+        assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is in use by another process" in err[0] and f"(pid {os.getpid()})" in err[0]
+        assert not (out / "p").exists()
+    finally:
+        os.close(fd)
+    assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 0  # released: it runs
+
+
+def test_a_stale_lock_of_a_process_that_is_gone_or_unrelated_blocks_nothing(tmp_path, fake_train, capsys):
+    plan, out = write_plan(tmp_path / "p.yaml", FAST), tmp_path / "results"
+    for d in (out, out / "p/default/diverges/seed0"):
+        d.mkdir(parents=True, exist_ok=True)
+        (d / ".lock").write_text("1")  # pid 1 is alive, and holds no lock
+    assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 0
+    printed = capsys.readouterr().out
+    assert "skipped" not in printed and "diverged: p/default/diverges/seed0" in printed
+
+
+@pytest.mark.parametrize("damage", ["summary", "metric", "cell", "curve", "link", "summary-link", "other-run"])
+def test_a_damaged_finished_cell_is_marked_and_never_run_again(tmp_path, fake_train, capsys, damage):
+    plan, out = write_plan(tmp_path / "p.yaml", FAST), tmp_path / "results"
+    assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 0
+    cell, other = out / "p/default/diverges/seed0", out / "p/default/diverges/seed1"
+    if damage == "summary":
+        (cell / "summary.json").write_text('{"status": "diverged", "steps_done": 3')  # torn
+    elif damage == "metric":
+        (cell / "summary.json").write_text('{"status": "diverged", "steps_done": 3, "wall_time": "fast"}')
+    elif damage == "cell":
+        (cell / "cell.json").write_text("[]")
+    elif damage == "curve":
+        (cell / "curve.jsonl").write_text('{"step": 0}\n{"step": ')
+    elif damage == "link":  # seed0 takes seed1's result under its own name
+        shutil.rmtree(cell)
+        os.symlink(other, cell)
+    elif damage == "summary-link":
+        os.remove(cell / "summary.json")
+        os.symlink(other / "summary.json", cell / "summary.json")
+    else:
+        (cell / "summary.json").write_text('{"status": "diverged", "steps_done": 3, "run_id": "abc"}')
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+    text = status_text(out, capsys)
+    line = text.split("p/default/diverges/seed0")[1].splitlines()
+    assert line[0].split()[0] == "damaged" and line[1].startswith("      | ") and "0 not started" in text, text
+    assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 2
+    printed = capsys.readouterr().out
+    assert "damaged: p/default/diverges/seed0" in printed and "started" not in printed
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == before
+
+
+def test_the_campaign_never_writes_through_a_link_planted_in_results(tmp_path, fake_train, capsys):
+    plan, out = write_plan(tmp_path / "p.yaml", FAST), tmp_path / "results"
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    (out / "p").mkdir(parents=True)
+    os.symlink(precious, out / "p" / "plan.yaml")
+    assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 1  # a fault: the file cannot be written
+    assert "symbolic link" in capsys.readouterr().err and precious.read_text() == "keep me"
+    os.remove(out / "p" / "plan.yaml")
+    os.symlink(tmp_path, out / "p" / "default")  # the cells' parent is a link
+    assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 2
+    assert "is a symbolic link" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path)) == sorted(["fake_train.py", "p.yaml", "precious.txt", "results"])
+
+
+@pytest.mark.parametrize("text,message", [
+    ("name: p\ntrain: --task toy\nmethods: {FO: --method fo}\ngroups: [{methods: [FO], seeds: [0]}]\nseed: [1]\n",
+     "unknown key 'seed'"),
+    ("name: p\ntrain: --task toy\nmethods: {FO: --method fo}\ngroups: [{methods: [FO], seds: [0]}]\n",
+     "unknown key 'seds'"),
+    ("name: p\ntrain: --task toy\nmethods: {FO: --method fo}\ngroups: [{methods: [F0], seeds: [0]}]\n",
+     "unknown method 'F0'"),
+    ("name: p\ntrain: --task toy\nmethods: {FO: --method fo}\nmethods: {FO: --method fo}\ngroups: []\n",
+     "duplicate key 'methods'"),
+    ("name: p\ntrain: --task toy --seed {s}\nmethods: {FO: --method fo}\n"
+     "groups: [{methods: [FO], seeds: [0], settings: {s: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}, "
+     "min_start_s: 1}]\n" + "".join(f"  # {i}\n" for i in range(3)), None),
+    ("name: p\nmin_start_s: .nan\ntrain: --task toy\nmethods: {FO: --method fo}\ngroups: [{methods: [FO], seeds: [0]}]\n",
+     "min_start_s must be a finite non-negative number"),
+    ("name: p\ntrain: --task toy\nmethods: {FO: --method fo}\ngroups: [{methods: [FO], seeds: [true]}]\n",
+     "a seed that is not an integer"),
+])
+def test_plans_are_checked_before_anything_runs(tmp_path, capsys, text, message):
+    if message is None:  # a huge grid: refused at once, not expanded
+        grid = "{" + ", ".join(f"k{i}: [{', '.join(map(str, range(100)))}]" for i in range(4)) + "}"
+        text = text.replace("settings: {s: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}", f"settings: {grid}")
+        message = "more than 10,000 cells"
+    plan = write_plan(tmp_path / "p.yaml", text)
+    t0 = time.monotonic()
+    assert run_campaign("--plan", plan, "--budget-s", 10, "--out", tmp_path / "out") == 2
+    assert time.monotonic() - t0 < 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_plan_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    plan = tmp_path / "p.yaml"
+    plan.write_bytes(b"name: p\ntrain: --task toy \xff\n")
+    assert run_campaign("--plan", plan, "--budget-s", 10, "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not UTF-8 text" in err[0]
+
+
+@pytest.mark.parametrize("flag,value", [("--budget-s", "inf"), ("--budget-s", "-5"), ("--budget-s", "0"),
+                                        ("--grace-s", "nan"), ("--grace-s", "-1"), ("--min-start-s", "inf"),
+                                        ("--parallel", "0")])
+def test_budgets_and_grace_must_be_finite_and_positive(tmp_path, capsys, flag, value):
+    plan = write_plan(tmp_path / "p.yaml", FAST)
+    args = {"--budget-s": "10", flag: value}
+    assert campaign.main(["run", "--plan", plan, "--out", str(tmp_path / "out"),
+                          *[x for kv in args.items() for x in kv]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flag in err[0]
+
+
+def test_the_report_without_matplotlib_writes_its_tables_and_says_so_once(tmp_path, capsys, monkeypatch):
+    import builtins
+    import common
+    out = tmp_path / "results"
+    (out / "hand").mkdir(parents=True)
+    (out / "hand" / "plan.yaml").write_text(REPORTED)
+    for seed in (0, 1):
+        (out / f"hand/paper/greedy-0.9/seed{seed}").mkdir(parents=True)
+        (out / f"hand/paper/greedy-0.9/seed{seed}/summary.json").write_text('{"status": "finished", "val_acc": 0.9}')
+    (out / "hand/paper/greedy-0.99/seed1").mkdir(parents=True)
+    (out / "hand/paper/greedy-0.99/seed1/summary.json").write_text('{"status": "finished", "val_acc": "0.9"}')
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.split(".")[0] == "matplotlib":
+            raise ModuleNotFoundError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    monkeypatch.setattr(common, "_said", [])
+    doc = tmp_path / "page.md"
+    assert campaign.main(["report", "--out", str(out), "--doc", str(doc)]) == 0
+    page = doc.read_text()
+    assert "| greedy 0.9 | 90.00 ± 0.00 (2) |" in page and "| greedy 0.99 | seed 1: damaged |" in page
+    assert not list(tmp_path.glob("*.png"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "matplotlib is not installed" in err[0] and "pictures are left out" in err[0]
+
+
+def test_ctrl_c_during_the_report_is_one_line_and_leaves_the_page_whole(tmp_path, capsys, monkeypatch):
+    doc = tmp_path / "page.md"
+    doc.write_text("# Results\n")
+    import campaign_report
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(campaign_report, "experiment_text", interrupted)
+    out = tmp_path / "results"
+    (out / "hand").mkdir(parents=True)
+    (out / "hand" / "plan.yaml").write_text(REPORTED)
+    assert campaign.main(["report", "--out", str(out), "--doc", str(doc)]) == 130
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1 and doc.read_text() == "# Results\n"
+
+
+def test_a_link_planted_in_the_keep_directory_is_refused_and_the_other_cells_run(tmp_path, fake_train, capsys):
+    plan, out, keep = write_plan(tmp_path / "p.yaml", FAST), tmp_path / "results", tmp_path / "runs" / "campaign"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (keep / "p/default/diverges").mkdir(parents=True)
+    os.symlink(elsewhere, keep / "p/default/diverges/seed0")
+    assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 2
+    printed = capsys.readouterr().out
+    assert "skipped p/default/diverges/seed0: " in printed and "is a symbolic link" in printed
+    assert "diverged: p/default/diverges/seed1" in printed and os.listdir(elsewhere) == []
+    # planted after the cell ran, before its files are moved aside: the cell is left as it is
+    os.remove(keep / "p/default/diverges/seed0")
+    summary = {"status": "finished", "steps_done": 3, "outer_steps": 3}
+    (out / "p/default/diverges/seed0").mkdir(parents=True)
+    (out / "p/default/diverges/seed0/summary.json").write_text(json.dumps(summary))
+    (out / "p/default/diverges/seed0/train.log").write_text("log")
+    os.symlink(elsewhere, keep / "p/default/diverges/seed0")
+    campaign.tidy(campaign.load_plan(plan).cells[0], campaign.parser().parse_args(
+        ["run", "--plan", plan, "--budget-s", "1", "--out", str(out), "--keep", str(keep)]))
+    assert "is a symbolic link; refusing to move files into it" in capsys.readouterr().out
+    assert os.listdir(elsewhere) == [] and (out / "p/default/diverges/seed0/train.log").exists()
+
+
+def test_a_full_disk_under_results_is_one_line_and_stops_the_campaign(tmp_path, fake_train, capsys, monkeypatch):
+    from metagreedy.rundir import WriteError
+    plan, out = write_plan(tmp_path / "p.yaml", FAST.replace("seeds: [0, 1]", "seeds: [0, 1, 2]")), tmp_path / "out"
+
+    def full(path, data):
+        raise WriteError(f"could not write {path}: No space left on device")
+
+    monkeypatch.setattr(campaign, "write_json", full)
+    assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 1
+    printed = capsys.readouterr().out
+    assert "No space left on device; its run's own files are intact" in printed
+    assert "started p/default/diverges/seed2" not in printed  # nothing new starts after the fault

@@ -7,11 +7,12 @@ import shutil
 
 import pytest
 import torch
+import yaml
 
 import metagreedy
 import tasks
 import train
-from metagreedy import checkpoint
+from metagreedy import checkpoint, rundir
 from metagreedy.data import synthetic_alphabet
 from metagreedy.evaluate import main as evaluate_main
 from metagreedy.models import linear_init
@@ -50,15 +51,125 @@ def test_evaluate_reproduces_the_summary_exactly(trained):
     assert (val.accuracy, val.ci95) == (summary["meta_val_acc"], summary["meta_val_ci95"])
 
 
-def test_a_run_trained_with_the_cuda_graph_is_scored_on_a_cpu(trained, tmp_path):
-    path, summary = trained
-    copy = str(tmp_path / "graph-run")
+def edited_copy(path, copy, settings=(), facts=()):
+    """A copy of a run with some settings and facts changed, in the checkpoint and config.yaml alike."""
     shutil.copytree(path, copy, ignore=shutil.ignore_patterns(".lock"))
     payload = torch.load(os.path.join(copy, checkpoint.LATEST), weights_only=True)
-    payload["config"]["loop"] = "graph"
+    with open(os.path.join(copy, "config.yaml")) as fh:
+        stored = yaml.safe_load(fh)
+    for values, stored_facts in ((payload["config"], payload["facts"]), (stored, stored["facts"])):
+        values.update(settings)
+        stored_facts.update(facts)
     torch.save(payload, os.path.join(copy, checkpoint.LATEST))
+    rundir.write_yaml(os.path.join(copy, "config.yaml"), stored)
+    return copy
+
+
+def test_predict_needs_no_dataset_and_a_data_error_says_how_to_point_at_the_data(trained, alphabets, tmp_path,
+                                                                               monkeypatch, capsys):
+    """A run trained on the real Omniglot, reused where there is none: predict works on the user's
+    images; a split (evaluate) needs the data, and the error says how to give it."""
+    from metagreedy.data import DataError, FewShotTasks
+    omniglot = tasks.load("omniglot")
+
+    def offline(root, timeout=20.0):
+        raise DataError(f"Omniglot is not under '{root}' and could not be downloaded (OSError)")
+
+    def no_reading(*args):
+        raise AssertionError("the dataset was read")
+
+    monkeypatch.setattr(omniglot, "download", offline)
+    monkeypatch.setattr(omniglot, "load_alphabets", no_reading)
+    path, _ = trained
+    copy = edited_copy(path, str(tmp_path / "real"), settings={"dataset": "auto", "data_root": str(tmp_path / "no")},
+                       facts={"dataset": "omniglot"})
+    run = metagreedy.load_run(copy)
+    episode = FewShotTasks(alphabets[1], ways=3, shots=1, queries=3, seed=5)[0]
+    labels = run.predict(episode.support_x, episode.support_y, episode.query_x)
+    assert labels.shape == (9,)
+    with pytest.raises(DataError, match=r"Omniglot is not under .*; point at it with load_run\(\.\.\., data_root=DIR\) "
+                                        r"or python -m metagreedy.evaluate \.\.\. --data-root DIR"):
+        run.evaluate(tasks=1)
+    capsys.readouterr()
+    assert evaluate_main([copy, "--tasks", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--data-root DIR" in err[0]
+
+
+def test_predict_refuses_images_that_are_not_finite_or_out_of_range(trained):
+    run = metagreedy.load_run(trained[0])
+    ep = run.task.test_tasks[0]
+    nan = ep.query_x.clone()
+    nan[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="query_x holds values that are not finite"):
+        run.predict(ep.support_x, ep.support_y, nan)
+    with pytest.raises(ValueError, match=r"support_x must be in \[0, 1\].*got values in \[0, 255\]; divide 0-255"):
+        run.predict(ep.support_x * 255, ep.support_y, ep.query_x)
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
+        run.predict(ep.support_x - 0.5, ep.support_y, ep.query_x)
+
+
+def test_loading_an_unfinished_run_says_where_it_stopped(trained, tmp_path, capsys):
+    path, _ = trained
+    copy = str(tmp_path / "part")
+    shutil.copytree(path, copy, ignore=shutil.ignore_patterns(".lock"))
+    os.remove(os.path.join(copy, "summary.json"))
+    capsys.readouterr()
+    metagreedy.load_run(copy)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is unfinished: it stopped at outer step 4 of 4 (no summary.json)" in err[0]
+    metagreedy.load_run(path)
+    assert capsys.readouterr().err == ""  # a finished run: nothing to say
+
+
+def test_hyperparameters_of_the_wrong_shape_are_refused_as_by_resume(trained, tmp_path):
+    path, _ = trained
+    copy = str(tmp_path / "bad")
+    shutil.copytree(path, copy, ignore=shutil.ignore_patterns(".lock"))
+    payload = torch.load(os.path.join(copy, checkpoint.LATEST), weights_only=True)
+    name = sorted(payload["hparams"])[0]
+    payload["hparams"][name] = payload["hparams"][name][:1]  # would broadcast into the model
+    torch.save(payload, os.path.join(copy, checkpoint.LATEST))
+    with pytest.raises(checkpoint.CheckpointError, match=r"does not fit its task: warp2.0.weight has shape"):
+        metagreedy.load_run(copy)
+    payload = torch.load(os.path.join(path, checkpoint.LATEST), weights_only=True)
+    payload["task_state"]["w0"]["head.weight"] = payload["task_state"]["w0"]["head.weight"][:, :1]
+    torch.save(payload, os.path.join(copy, checkpoint.LATEST))
+    with pytest.raises(checkpoint.CheckpointError, match=r"does not fit its task: w0.head.weight has shape"):
+        metagreedy.load_run(copy)
+    with pytest.raises(metagreedy.config.UsageError, match="data_root must be a folder's path"):
+        metagreedy.load_run(path, data_root=5)
+
+
+def trained_on_a_gpu(path, copy):
+    """A copy of a run as a GPU would have written it: --device cuda, the CUDA graph, a CUDA device
+    in its facts, in the checkpoint and config.yaml alike (tensors are stored on the CPU either way:
+    checkpoint.save moves them there, and checkpoint.load maps any device's tensors to the CPU)."""
+    return edited_copy(path, copy, settings={"loop": "graph", "device": "cuda"},
+                       facts={"device_name": "cuda (NVIDIA H200)", "loop": "graph"})
+
+
+def test_a_run_trained_with_the_cuda_graph_is_scored_on_a_cpu(trained, tmp_path):
+    path, summary = trained
+    copy = trained_on_a_gpu(path, str(tmp_path / "graph-run"))
     test = metagreedy.load_run(copy, device="cpu").evaluate(split="test")
     assert (test.accuracy, test.ci95) == (summary["meta_test_acc"], summary["meta_test_ci95"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback is for a machine without a GPU")
+def test_a_gpu_trained_run_runs_on_the_cpu_where_there_is_no_gpu_and_says_so(trained, tmp_path, capsys):
+    path, summary = trained
+    copy = trained_on_a_gpu(path, str(tmp_path / "gpu-run"))
+    run = metagreedy.load_run(copy)  # its own setting is --device cuda
+    assert run.task.device.type == "cpu"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained on cuda (NVIDIA H200)" in err[0] and "runs on the CPU" in err[0]
+    assert evaluate_main([copy, "--tasks", "6"]) == 0
+    captured = capsys.readouterr()
+    assert f"{100 * summary['meta_test_acc']:.2f} ± {100 * summary['meta_test_ci95']:.2f}%" in captured.out
+    assert len(captured.err.strip().splitlines()) == 1
+    with pytest.raises(metagreedy.config.UsageError, match="no CUDA GPU"):  # asked for by name: refused
+        metagreedy.load_run(copy, device="cuda")
 
 
 def test_nothing_is_redrawn_the_initialisation_comes_from_the_checkpoint(trained):

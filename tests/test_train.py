@@ -28,8 +28,9 @@ def _offline(monkeypatch, tmp_path):
 
 
 def rows(run_dir):
+    """The logged rows, without the run's identity (each run has its own)."""
     with open(os.path.join(run_dir, "metrics.jsonl")) as fh:
-        return [json.loads(line) for line in fh]
+        return [{k: v for k, v in json.loads(line).items() if k != "run_id"} for line in fh]
 
 
 def summary(run_dir):

@@ -1,0 +1,238 @@
+"""Every file of the project is read here, and checked against what it must hold before anything
+uses it: checkpoints (:mod:`metagreedy.checkpoint`), ``config.yaml``, ``summary.json``,
+``metrics.jsonl``, and the campaign's ``cell.json``, ``curve.jsonl`` and plans.
+
+A file that is absent reads as ``None``. A file that is there but cannot be what it claims (a link,
+not a regular file, unreadable, too large, not UTF-8, not JSON or YAML, duplicate YAML keys, a value
+of the wrong type) raises :class:`FileDamaged`, which names the file and the problem: it is never
+taken as absent. The files are written by :func:`metagreedy.rundir.write_atomic`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+from .config import (BY_NAME, MAX_YAML_NODES, UsageError, _count_nodes, _unique_key_loader, brief, path_text,
+                     stored_problem, upgrade)
+
+MAX_JSON_BYTES = 1 << 20  # summary.json, cell.json: a few hundred bytes
+MAX_LINES_BYTES = 1 << 30  # metrics.jsonl of the longest run is a few MB
+NONFINITE = ("nan", "inf", "-inf")  # how runlog writes a float that is not finite
+MAX_RUN_ID = 64
+
+
+class FileDamaged(UsageError):
+    """A file of the project that is there but does not hold what it must: bad input, exit status 2."""
+
+
+def _damaged(path: str, problem: str, what: str = "") -> FileDamaged:
+    return FileDamaged(f"{what or os.path.basename(path)} {path_text(path)} {problem}")
+
+
+def read_bytes(path: str, limit: int, what: str = "") -> bytes | None:
+    """The bytes of a regular file (None when there is none), never through a link."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise _damaged(path, f"cannot be read ({e.strerror or type(e).__name__})", what) from None
+    if stat.S_ISLNK(info.st_mode):
+        raise _damaged(path, "is a symbolic link; refusing to read through it", what)
+    if not stat.S_ISREG(info.st_mode):
+        raise _damaged(path, "is not a regular file", what)
+    if info.st_size > limit:
+        raise _damaged(path, f"is {info.st_size} bytes, more than such a file can hold ({limit})", what)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read(limit + 1)
+    except OSError as e:
+        raise _damaged(path, f"cannot be read ({e.strerror or type(e).__name__})", what) from None
+
+
+def read_text(path: str, limit: int, what: str = "") -> str | None:
+    data = read_bytes(path, limit, what)
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _damaged(path, "is not UTF-8 text", what) from None
+
+
+def parse_yaml(text: str, path: str, what: str = ""):
+    """YAML as plain data: safe tags only, no duplicate keys, no alias bombs."""
+    import yaml
+    try:
+        data = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as e:
+        raise _damaged(path, f"is not valid YAML: {brief(str(e).splitlines()[0] if str(e) else '', 200)}",
+                       what) from None
+    except RecursionError:
+        raise _damaged(path, "is nested too deeply", what) from None
+    if _count_nodes(data, MAX_YAML_NODES) > MAX_YAML_NODES:
+        raise _damaged(path, f"expands to more than {MAX_YAML_NODES} values (YAML aliases?)", what)
+    return data
+
+
+def read_yaml(path: str, what: str = "", limit: int = MAX_JSON_BYTES):
+    text = read_text(path, limit, what)
+    return None if text is None else parse_yaml(text, path, what)
+
+
+def _parse_json(text, path: str, what: str, line: int = 0):
+    where = f"line {line} " if line else ""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise _damaged(path, f"{where}is nested too deeply", what) from None
+    except ValueError:
+        raise _damaged(path, f"{where}is damaged (not JSON)" if line else "is not JSON (truncated or edited?)",
+                       what) from None
+
+
+# ---- what each file must hold ------------------------------------------------------------------------------
+
+def is_number(value) -> bool:
+    """A metric: an int or float (not a bool), or a non-finite float as runlog writes it."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) or value in NONFINITE
+
+
+def _number_list(value) -> bool:
+    return isinstance(value, list) and len(value) <= 1_000_000 and all(is_number(v) for v in value)
+
+
+def run_id_problem(value) -> str:
+    if not isinstance(value, str) or not (0 < len(value) <= MAX_RUN_ID) or not value.isalnum():
+        return f"has a run_id {brief(value)} that no run writes"
+    return ""
+
+
+TEXT = ("status", "task", "method", "run_id")  # a summary's text values: these, and settings that are text
+STATUSES = ("finished", "interrupted", "diverged")
+
+
+def summary_problem(data) -> str:
+    """Why a ``summary.json`` cannot be one train.py wrote ('' when it can)."""
+    if not isinstance(data, dict):
+        return f"holds a JSON {type(data).__name__}, not an object"
+    if data.get("status") not in STATUSES:
+        return f"has status {brief(data.get('status'))}, not one of {', '.join(STATUSES)}"
+    for key in ("steps_done", "outer_steps"):
+        value = data.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"has {key} = {brief(value)}, not a count of outer steps"
+    if "outer_steps" in data and data.get("steps_done", 0) > data["outer_steps"]:
+        return f"says {data['steps_done']} of {data['outer_steps']} outer steps were done"
+    if "run_id" in data and run_id_problem(data["run_id"]):
+        return run_id_problem(data["run_id"])
+    for key, value in data.items():
+        setting = BY_NAME.get(key)
+        text_ok = key in TEXT or (setting is not None and setting.kind is str)
+        if isinstance(value, str) and not text_ok and value not in NONFINITE:
+            return f"holds {key} = {brief(value)}, not a number"
+        if not (value is None or isinstance(value, (bool, int, float, str)) or _number_list(value)):
+            return f"holds {key} = {brief(value)}, not a number or text"
+    return ""
+
+
+def row_problem(row, previous: int | None) -> str:
+    """Why a line of ``metrics.jsonl`` / ``curve.jsonl`` cannot be a row train.py logged."""
+    if not isinstance(row, dict):
+        return f"holds a JSON {type(row).__name__}, not a row"
+    step = row.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"has step {brief(step)}, not an outer step"
+    if previous is not None and step <= previous:
+        return f"has step {step} after step {previous}"
+    for key, value in row.items():
+        if key == "run_id":
+            if run_id_problem(value):
+                return run_id_problem(value)
+        elif not (is_number(value) or value is None or isinstance(value, bool)):
+            return f"holds {key} = {brief(value)}, not a number"
+    return ""
+
+
+def settings_problem(data) -> str:
+    """Why a ``config.yaml`` cannot be one train.py wrote: a run's settings, its facts, its run id."""
+    if not isinstance(data, dict):
+        return "does not hold a mapping of settings"
+    settings = {k: v for k, v in data.items() if k not in ("facts", "run_id")}
+    if not isinstance(data.get("facts", {}), dict):
+        return "holds facts that are not a mapping"
+    if "run_id" in data and run_id_problem(data["run_id"]):
+        return run_id_problem(data["run_id"])
+    problem = stored_problem(upgrade(settings))
+    return f"is damaged: it {problem}" if problem else ""
+
+
+# ---- readers ------------------------------------------------------------------------------------------------
+
+def read_json(path: str, check=None, what: str = ""):
+    """A JSON object file, checked by ``check(data) -> problem`` (or only for being an object)."""
+    text = read_text(path, MAX_JSON_BYTES, what)
+    if text is None:
+        return None
+    data = _parse_json(text, path, what)
+    problem = check(data) if check else ("" if isinstance(data, dict) else
+                                         f"holds a JSON {type(data).__name__}, not an object")
+    if problem:
+        raise _damaged(path, problem, what)
+    return data
+
+
+def read_summary(run_dir: str) -> dict | None:
+    return read_json(os.path.join(run_dir, "summary.json"), summary_problem)
+
+
+def read_settings(run_dir: str) -> dict | None:
+    path = os.path.join(run_dir, "config.yaml")
+    data = read_yaml(path)
+    if data is None:
+        return None
+    problem = settings_problem(data)
+    if problem:
+        raise _damaged(path, problem)
+    return data
+
+
+def read_rows(path: str, torn_ok: bool = False, what: str = "") -> tuple[list[dict], list[bytes], bool] | None:
+    """The rows of a ``metrics.jsonl`` or ``curve.jsonl`` (None when there is none), their lines,
+    and whether a torn last line (the last append of a killed process; only with ``torn_ok``) was
+    left out. Steps rise from row to row."""
+    data = read_bytes(path, MAX_LINES_BYTES, what)
+    if data is None:
+        return None
+    lines = data.split(b"\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    rows, kept, previous = [], [], None
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            raise _damaged(path, f"line {number} is empty", what)
+        try:
+            row = _parse_json(raw, path, what, number)
+        except FileDamaged:
+            if torn_ok and number == len(lines):
+                return rows, kept, True
+            raise
+        problem = row_problem(row, previous)
+        if problem:
+            raise _damaged(path, f"line {number} {problem}", what)
+        previous = row["step"]
+        rows.append(row)
+        kept.append(raw)
+    return rows, kept, False
+
+
+def metrics_rows(run_dir: str) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl``, or of the thinned ``curve.jsonl`` a finished campaign
+    cell keeps instead; none when it has neither."""
+    for name in ("metrics.jsonl", "curve.jsonl"):
+        found = read_rows(os.path.join(run_dir, name))
+        if found is not None:
+            return found[0]
+    return []
