@@ -5,12 +5,14 @@ optimizer state s (S), with the inner step written out again, ``w_t, s_t = Phi(w
 alpha)`` (torch.optim.SGD's momentum, torch.optim.Adam's update). Every Jacobian of Phi (dPhi/dw,
 dPhi/ds, dPhi/dalpha for both outputs) is materialised with torch.autograd.functional.jacobian and
 each method's formula is applied by matrix products, so a reference shares no code path with the
-estimator it checks.
+estimator it checks. A ``train_loss(w, alpha, t)`` that takes the step index (a mini-batch per step)
+is called with t = 1 .. T along the trajectory, and with t = T for the Hessian at w_T (IFT).
 
 ``REFERENCES[method](ref, T, **options)`` is the (H,) vector the estimator ``method`` must return.
 """
 from __future__ import annotations
 
+import inspect
 from typing import NamedTuple
 
 import torch
@@ -56,6 +58,7 @@ class Reference:
         self.w0, self.a0 = _flat(_leaves(params)), _flat(_leaves(hparams))
         self.optimizer, self.lr, self.momentum, self.betas, self.eps = optimizer, lr, momentum, betas, eps
         self.P = self.w0.numel()
+        self.stochastic = len(inspect.signature(self.train_loss).parameters) == 3  # (w, alpha, t)
         self._trajectory = [(self.w0, self.state0())]  # grown on demand; shared by the methods checked
         self._jacobians, self._at_w_T = {}, {}
 
@@ -67,24 +70,25 @@ class Reference:
     def _a(self, a):
         return _unflat(a, _leaves(self.hparams), self.hparams)
 
-    def train(self, w, a):
-        return self.train_loss(self._w(w), self._a(a))
+    def train(self, w, a, t: int):
+        w, a = self._w(w), self._a(a)
+        return self.train_loss(w, a, t) if self.stochastic else self.train_loss(w, a)
 
     def val(self, w, a):
         return self.val_loss(self._w(w), self._a(a))
 
-    def grad_train(self, w, a):
-        """grad_w train_loss(w, a), differentiable in w and a."""
+    def grad_train(self, w, a, t: int):
+        """grad_w train_loss(w, a, t), differentiable in w and a."""
         with torch.enable_grad():
             w = w if w.requires_grad else w.clone().requires_grad_()
-            return torch.autograd.grad(self.train(w, a), w, create_graph=True)[0]
+            return torch.autograd.grad(self.train(w, a, t), w, create_graph=True)[0]
 
     def state0(self):
         return torch.zeros(self.P if self.optimizer == "sgd" else 2 * self.P, dtype=self.w0.dtype)
 
     def phi(self, w, s, a, t: int):
         """Step t (1-based: Adam's bias correction) from (w_{t-1}, s_{t-1}): (w_t, s_t)."""
-        g = self.grad_train(w, a)
+        g = self.grad_train(w, a, t)
         lr = self.lr(self._a(a)) if callable(self.lr) else self.lr
         if self.optimizer == "sgd":
             v = self.momentum * s + g
@@ -113,11 +117,12 @@ class Reference:
         return self._jacobians[t]
 
     def inner_derivatives(self, T: int):
-        """At w_T: the Hessian d(grad_w L_train)/dw (P x P) and d(grad_w L_train)/dalpha (P x H)."""
+        """At w_T: the Hessian d(grad_w L_train)/dw (P x P) and d(grad_w L_train)/dalpha (P x H), of
+        the last step's loss (t = T)."""
         if T not in self._at_w_T:
             w_T = self.w_T(T)
-            self._at_w_T[T] = (jacobian(lambda w: self.grad_train(w, self.a0), w_T),
-                               jacobian(lambda a: self.grad_train(w_T, a), self.a0))
+            self._at_w_T[T] = (jacobian(lambda w: self.grad_train(w, self.a0, T), w_T),
+                               jacobian(lambda a: self.grad_train(w_T, a, T), self.a0))
         return self._at_w_T[T]
 
     def val_grads(self, w):
