@@ -99,6 +99,15 @@ def learned_lr(gen):
             [hparams[0], lr])
 
 
+def layer_lrs(gen):
+    """The mlp with a log learning rate per tensor of params (hparams[2], two values) besides its warp
+    layer and weight decay: lr = (exp(a[2][0]), exp(a[2][1]))."""
+    train_loss, val_loss, params, hparams = mlp(gen)
+    log_lr = torch.tensor([-2.0, -3.0], requires_grad=True)
+    return (lambda w, a: train_loss(w, a[:2]), lambda w, a: val_loss(w, a[:2]) + 0.1 * (a[2] ** 2).sum(), params,
+            [*hparams, log_lr])
+
+
 PROBLEMS = {"quadratic": quadratic, "weighted_logreg": weighted_logreg, "mlp": mlp, "minibatch": minibatch_logreg}
 
 

@@ -49,7 +49,8 @@ class Jacobians(NamedTuple):
 class Reference:
     """``problem = (train_loss, val_loss, params, hparams)`` with structured params and hparams, as
     metagreedy.hypergradient takes it, under ``optimizer`` "sgd" (with ``momentum``) or "adam".
-    ``lr`` is a float or, for a learned learning rate, a function of the structured hparams."""
+    ``lr`` is a float or, for a learned learning rate, a function of the structured hparams that
+    gives one rate, or a tuple of one rate per tensor of params."""
 
     def __init__(self, problem, optimizer="sgd", lr=0.1, momentum=0.0, betas=(0.9, 0.999), eps=1e-8):
         self.problem = problem
@@ -90,6 +91,8 @@ class Reference:
         """Step t (1-based: Adam's bias correction) from (w_{t-1}, s_{t-1}): (w_t, s_t)."""
         g = self.grad_train(w, a, t)
         lr = self.lr(self._a(a)) if callable(self.lr) else self.lr
+        if isinstance(lr, tuple):  # a rate per tensor: spread over its coordinates
+            lr = torch.cat([r * torch.ones(p.numel()) for r, p in zip(lr, _leaves(self.params))])
         if self.optimizer == "sgd":
             v = self.momentum * s + g
             return w - lr * v, v

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import metagreedy as mg
-from problems import PROBLEMS, flat, learned_lr, minibatch_logreg, mlp, quadratic, weighted_logreg
+from problems import PROBLEMS, flat, layer_lrs, learned_lr, minibatch_logreg, mlp, quadratic, weighted_logreg
 from references import REFERENCES, Reference
 
 OPTIONS = {"greedy": {"gamma": 0.9}, "ift": {"terms": 3}, "truncated": {"k": 2}}
@@ -82,6 +82,21 @@ def test_method_with_a_learned_learning_rate_equals_its_reference(method, optimi
     for options in CASES[method](4):
         options = {"neumann_lr": 0.1, **options} if method == "ift" else options  # no float lr to default to
         res = mg.hypergradient(tl, vl, params, hparams, steps=4, method=method, **kwargs, **options)
+        torch.testing.assert_close(flat(res.grad), REFERENCES[method](ref, 4, **options), **TIGHT)
+
+
+@pytest.mark.parametrize("method", sorted(mg.METHODS))
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_method_with_a_learning_rate_per_tensor_equals_its_reference(method, optimizer):
+    """lr gives one learned rate per tensor of params (a learning rate per layer)."""
+    problem = layer_lrs(torch.Generator().manual_seed(6))
+    tl, vl, params, hparams = problem
+    lr = lambda a: (a[2][0].exp(), a[2][1].exp())  # noqa: E731
+    ref = Reference(problem, **{**OPTIMIZERS[optimizer], "lr": lr})
+    for options in CASES[method](4):
+        options = {"neumann_lr": 0.1, **options} if method == "ift" else options
+        res = mg.hypergradient(tl, vl, params, hparams, steps=4, method=method, **{**OPTIMIZERS[optimizer], "lr": lr},
+                               **options)
         torch.testing.assert_close(flat(res.grad), REFERENCES[method](ref, 4, **options), **TIGHT)
 
 
