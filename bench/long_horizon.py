@@ -9,7 +9,8 @@ decay of an MLP on MNIST mini-batches through T in {10, 100, 1000} inner steps (
 Each step writes its raw numbers to results/long_horizon/*.json (kept as they come, so an
 interrupted step resumes where it stopped); ``report`` reads only those files. Every train.py run
 and every memory cell is a fresh process with MALLOC_MMAP_THRESHOLD_=65536 (freed memory goes back
-to the system, so the peak RSS tracks live memory); its CPU time and peak RSS come from wait4.
+to the system, so the peak RSS tracks live memory); a run's CPU time and peak RSS come from wait4, a
+memory cell's peak from the kernel's VmHWM, reset just before the hypergradient.
 """
 from __future__ import annotations
 
@@ -148,7 +149,7 @@ def estimators(T: int) -> dict:
     k = max(2, T // 10)
     return {"greedy 0.9": ("greedy", {"gamma": 0.9}), "greedy 0.99": ("greedy", {"gamma": 0.99}),
             "greedy 0.999": ("greedy", {"gamma": 0.999}), "T1-T2": ("t1t2", {}),
-            f"truncated({k})": ("truncated", {"k": k}), "FO": ("fo", {}), "Full": ("full", {})}
+            f"truncated({k})": ("truncated", {"k": k}), "Full": ("full", {})}
 
 
 def cosines(args) -> None:
@@ -176,22 +177,26 @@ def cosines(args) -> None:
 
 
 def child(args) -> None:
-    """One memory cell: (peak RSS, RSS before the call, seconds) of one hypergradient."""
-    import resource
-
+    """One memory cell: (peak RSS, RSS before the call, seconds) of one hypergradient. The kernel's
+    peak (VmHWM) is reset after the data is loaded and a T=1 estimate has warmed up, so the peak is
+    the hypergradient's own."""
     import torch
     torch.set_num_threads(1)
     task = build_task(args.T, 0, args.data_root)
 
-    def rss():
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    def status(field):
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith(field + ":"))
     method, options = estimators(args.T)[args.label]
-    estimate(build_task(1, 0, args.data_root), "fo", {})  # warm up
-    before, t0, c0 = rss(), time.perf_counter(), time.process_time()
+    import metagreedy as mg
+    mg.hypergradient(task.train_loss(task.batches(0, 0)), task.val_loss, task.w0, task.hparams, method=method,
+                     **{**task._kwargs(), "steps": 1}, **({} if method == "truncated" else options))  # warm up
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # resets VmHWM to the current RSS
+    before, t0, c0 = status("VmRSS"), time.perf_counter(), time.process_time()
     estimate(task, method, options)
-    print(json.dumps({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "rss_before": before,
-                      "seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}))
+    print(json.dumps({"peak_rss": status("VmHWM"), "rss_before": before, "seconds": time.perf_counter() - t0,
+                      "cpu_s": time.process_time() - c0}))
 
 
 def memory(args) -> None:
@@ -230,7 +235,12 @@ def report(args) -> None:
     def group(T, label):
         return [r for k, r in ok.items() if k.startswith(f"T{T}/{label}/")]
 
-    labels = list(dict.fromkeys(label for T in steps for label in methods(T)))
+    labels = [label.split("(")[0] for label in methods(10)]  # truncated's k differs with T
+
+    def named(T, row):
+        """The label of ``row`` at T (truncated(k) with its k)."""
+        return next((m for m in methods(T) if m.split("(")[0] == row), row)
+
     lines = ["## Long horizons", "",
              "`tasks/long_horizon.py`: an MLP 784-64-64-10 (55,050 parameters) on MNIST, 10,000 training "
              "examples as the mini-batch pool (batch 64, a new batch at every inner step, indexed by t), 1,000 "
@@ -256,12 +266,10 @@ def report(args) -> None:
         for label in rows:
             cells = []
             for T in steps:
-                name = best.get(T) if label == "hand-tuned" else label
-                name = next((m for m in methods(T) if m.split("(")[0] == label.split("(")[0]), name)
+                name = best.get(T) if label == "hand-tuned" else named(T, label)
                 values = [r["summary"][metric] for r in group(T, name)] if name else []
                 cells.append(cell(values) + (f" [{name[9:]}]" if label == "hand-tuned" and name else ""))
-            lines.append(f"| {label.split('(')[0] + ('(T/10)' if label.startswith('truncated') else '')} | "
-                         + " | ".join(cells) + " |")
+            lines.append(f"| {label + ('(T/10)' if label == 'truncated' else '')} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["### Learned hyperparameters (mean over seeds)", "",
               "| T | method | lr fc1 | lr fc2 | lr fc3 | weight decay | CPU s per run |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -281,11 +289,12 @@ def report(args) -> None:
                   "start, 0.05). Bottom: fc1's learning rate over the outer steps (mean over seeds).", ""]
     if cos:
         cos_steps = sorted({int(k.split("/")[0][1:]) for k in cos})
-        names = list(dict.fromkeys(label for row in cos.values() for label in row))
+        names = list(estimators(10))  # truncated's k differs with T: matched by the name before "("
         lines += ["### Cosine with Full's hypergradient at the starting alpha", "",
                   "`python bench/long_horizon.py cosines --data-root ./data`: at alpha_0 (lr 0.05 each layer, wd "
                   "1e-4), the batches of outer step 0, one thread, float32; mean ± 95% CI over seeds (n); in "
-                  "brackets the CPU seconds of one estimate (mean). The vector is (d/d log lr per layer, d/d log wd).",
+                  "brackets the CPU seconds of one estimate (mean). The vector is (d/d log lr per layer, d/d log wd). "
+                  "(FO is left out: the outer loss does not depend on alpha directly, so its estimate is zero.)",
                   "", "| estimator | " + " | ".join(f"T={T}" for T in cos_steps) + " |", "| --- |" + " --- |" * len(cos_steps)]
         for name in names:
             cells = []
@@ -301,15 +310,16 @@ def report(args) -> None:
         mem_steps = sorted({int(k.split("/")[0][1:]) for k in mem})
         lines += ["### Memory and time per hypergradient against T", "",
                   "`python bench/long_horizon.py memory --data-root ./data`: one hypergradient of the task above in a "
-                  "fresh process per cell (`MALLOC_MMAP_THRESHOLD_=65536`, one thread): the memory it adds (peak RSS "
-                  "minus the RSS just before the call), MiB, and its wall seconds.", "",
+                  "fresh process per cell (`MALLOC_MMAP_THRESHOLD_=65536`, one thread; the kernel's peak RSS reset after "
+                  "the data is loaded and a one-step estimate has run): the memory the call adds (its peak RSS minus "
+                  "the RSS just before it), MiB, and its CPU seconds.", "",
                   "| method | " + " | ".join(f"T={T}" for T in mem_steps) + " |", "| --- |" + " --- |" * len(mem_steps)]
         for name in ("greedy 0.9", "T1-T2", "truncated", "Full"):
             cells = []
             for T in mem_steps:
                 r = next((v for k, v in mem.items() if k.startswith(f"T{T}/") and k.split("/")[1].split("(")[0] == name),
                          None)
-                cells.append("-" if r is None else f"{(r['peak_rss'] - r['rss_before']) / MIB:.1f} MiB, {r['seconds']:.2f} s")
+                cells.append("-" if r is None else f"{(r['peak_rss'] - r['rss_before']) / MIB:.1f} MiB, {r['cpu_s']:.2f} s")
             lines.append(f"| {name + ('(T/10)' if name == 'truncated' else '')} | " + " | ".join(cells) + " |")
         lines.append("")
     greedy = {T: [r["peak_rss"] for r in group(T, "greedy 0.9")] for T in (100, 1000)}
