@@ -138,12 +138,11 @@ class Task(TaskBase):
         d = self.data
         with torch.no_grad():
             val_out = forward(w, d.x_val)
-            metrics = {"val_acc": accuracy(val_out, d.y_val), "test_acc": accuracy(forward(w, d.x_test), d.y_test),
-                       "eval_val_loss": F.cross_entropy(val_out, d.y_val).item()}
-        return {**metrics, **self.hyperparameters()}
+            return {"val_acc": accuracy(val_out, d.y_val), "test_acc": accuracy(forward(w, d.x_test), d.y_test),
+                    "eval_val_loss": F.cross_entropy(val_out, d.y_val).item()}
 
     def final(self):
-        return {**self.evaluate(self.cfg.outer_steps), "inner_steps": self.cfg.inner_steps,
+        return {**self.evaluate(self.cfg.outer_steps), **self.hyperparameters(), "inner_steps": self.cfg.inner_steps,
                 "n_params": sum(p.numel() for p in self.w0.values())}
 
 
