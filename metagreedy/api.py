@@ -7,7 +7,7 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from .estimators import METHODS, Bilevel, _run, finite
+from .estimators import METHODS, Bilevel, _run, finite, with_step
 from .optim import OPTIMIZERS, Optimizer, check_int
 
 
@@ -47,7 +47,8 @@ def _flatten(name: str, tree) -> tuple[tuple, Callable[[Any], Any]]:
 def _loss_on_tuples(name: str, loss, unflatten_w, unflatten_alpha):
     """``loss`` as the estimators call it, on tuples, with what it returns checked: a floating-point
     tensor of one element. Python-side checks only, no host sync; what the loss depends on and
-    whether it is finite the estimators check."""
+    whether it is finite the estimators check. The step index t, when the caller passes one, goes
+    on to ``loss`` as it is given (wrap ``loss`` with ``with_step`` first where it may not take it)."""
     if not callable(loss):
         raise TypeError(f"{name} must be callable, got {type(loss).__name__}")
 
@@ -62,6 +63,13 @@ def _loss_on_tuples(name: str, loss, unflatten_w, unflatten_alpha):
         return out
 
     return on_tuples
+
+
+def _train_loss_on_tuples(train_loss, unflatten_w, unflatten_alpha):
+    """train_loss on tuples as ``(w, alpha, t)``, whether it takes t or not."""
+    if not callable(train_loss):
+        raise TypeError(f"train_loss must be callable, got {type(train_loss).__name__}")
+    return with_step(_loss_on_tuples("train_loss", with_step(train_loss), unflatten_w, unflatten_alpha))
 
 
 def make_optimizer(optimizer: str | Optimizer, lr, momentum: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8):
@@ -90,6 +98,9 @@ def hypergradient(train_loss, val_loss, params, hparams, *, steps: int, lr=0.1, 
     ``train_loss(params, hparams)`` and ``val_loss(params, hparams)`` return floating-point scalar
     tensors and receive the same structure (tensor, list/tuple or dict) as given; train_loss must
     depend on ``params``, val_loss on ``params`` or ``hparams``. ``params`` is never modified.
+    ``train_loss(params, hparams, t)``, when it takes a third argument, receives the inner step t
+    (1 .. steps): step t sees the same mini-batch in every method and every replay, if the loss
+    picks it by t (a loader drawn once per call), not by advancing an iterator.
     ``lr`` may be a float, or a tensor that is one of ``hparams`` (a learned learning rate), or a
     callable of the hparams leaves. ``options`` go to the method: ``gamma``/``variant`` (greedy), ``terms``/
     ``neumann_lr`` (ift), ``k`` (truncated), ``step_val_loss(params, hparams, t)`` (greedy: the
@@ -124,7 +135,7 @@ def hypergradient(train_loss, val_loss, params, hparams, *, steps: int, lr=0.1, 
                                                    unflatten_alpha)
 
     problem = Bilevel(
-        train_loss=_loss_on_tuples("train_loss", train_loss, unflatten_w, unflatten_alpha),
+        train_loss=_train_loss_on_tuples(train_loss, unflatten_w, unflatten_alpha),
         val_loss=_loss_on_tuples("val_loss", val_loss, unflatten_w, unflatten_alpha),
         optimizer=make_optimizer(optimizer, lr, momentum, betas, eps),
         T=steps,
@@ -136,7 +147,8 @@ def hypergradient(train_loss, val_loss, params, hparams, *, steps: int, lr=0.1, 
 
 def inner_loop(train_loss, params, hparams, *, steps: int, lr=0.1, momentum: float = 0.0,
                optimizer: str | Optimizer = "sgd", betas=(0.9, 0.999), eps: float = 1e-8):
-    """w_T: ``steps`` inner optimizer steps on ``train_loss`` from ``params`` with ``hparams`` fixed,
+    """w_T: ``steps`` inner optimizer steps on ``train_loss`` from ``params`` with ``hparams`` fixed
+    (``train_loss(params, hparams, t)`` at step t when it takes t, as in :func:`hypergradient`),
     and no hypergradient (evaluation, the "w/o HPO" baseline). Same structure as ``params``.
     Checks its input as :func:`hypergradient` does, and raises :class:`NonFiniteLoss` when the last
     train_loss is NaN or infinite."""
@@ -144,7 +156,7 @@ def inner_loop(train_loss, params, hparams, *, steps: int, lr=0.1, momentum: flo
     w0, unflatten_w = _flatten("params", params)
     alpha, unflatten_alpha = _flatten("hparams", hparams)
     alpha = tuple(a.detach() for a in alpha)
-    problem = Bilevel(_loss_on_tuples("train_loss", train_loss, unflatten_w, unflatten_alpha), None,
+    problem = Bilevel(_train_loss_on_tuples(train_loss, unflatten_w, unflatten_alpha), None,
                       make_optimizer(optimizer, lr, momentum, betas, eps), steps)
     w, _, loss = _run(problem, tuple(w.detach() for w in w0), problem.optimizer.init(w0), alpha, steps)
     finite("train_loss", loss)

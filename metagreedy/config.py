@@ -20,8 +20,9 @@ class UsageError(Exception):
     """Bad input from the user: reported as one line, exit status 2."""
 
 
-TASKS = ("omniglot", "hyper_cleaning", "toy")
-ALL, FEWSHOT, CLEANING, WITH_DATA = TASKS, ("omniglot",), ("hyper_cleaning",), ("omniglot", "hyper_cleaning")
+TASKS = ("omniglot", "hyper_cleaning", "toy", "long_horizon")
+ALL, FEWSHOT, CLEANING, LONG = TASKS, ("omniglot",), ("hyper_cleaning",), ("long_horizon",)
+WITH_DATA = ("omniglot", "hyper_cleaning", "long_horizon")
 METHOD_NAMES = ("greedy", "t1t2", "ift", "fo", "full", "truncated")  # metagreedy.METHODS; checked by the tests
 AUTO = "auto"
 
@@ -95,7 +96,8 @@ class Setting:
 S = Setting
 SETTINGS = [
     # ---- what to run ----
-    S("task", "omniglot", "the experiment: few-shot Omniglot (the main job), data hyper-cleaning, or the 2-D toy",
+    S("task", "omniglot", "the experiment: few-shot Omniglot (the main job), data hyper-cleaning, the 2-D toy, or "
+      "long mini-batch inner loops",
       choices=TASKS),
     S("method", "greedy", "the hypergradient estimator (README's table)", choices=METHOD_NAMES),
     S("gamma", 0.9, "greedy's decay gamma in equation 6 (the paper picks 0.9, 0.99 or 0.999 on validation)",
@@ -109,7 +111,7 @@ SETTINGS = [
     S("k", 1, "truncated: inner steps back-propagated through (at most --inner-steps)", check=at_least(1),
       methods=("truncated",)),
     S("step_val_batch", 0, "greedy eq6: validation examples behind grad L_val(w_t) at the steps t < T, a fresh "
-      "mini-batch at each step (0 = all; Omniglot: a multiple of --ways)", tasks=WITH_DATA, check=at_least(0),
+      "mini-batch at each step (0 = all; Omniglot: a multiple of --ways)", tasks=FEWSHOT + CLEANING, check=at_least(0),
       methods=("greedy",), metavar="N"),
     # ---- the inner problem: w_t = Phi(w_{t-1}, alpha) ----
     S("inner_steps", 5, "T, inner optimizer steps per hypergradient", check=at_least(1), metavar="T"),
@@ -129,8 +131,10 @@ SETTINGS = [
       "(docs/PERFORMANCE.md, precision)"),
     # ---- data and evaluation ----
     S("dataset", AUTO, "omniglot: auto (the real data if found or downloadable, else the built-in synthetic "
-      "alphabet), omniglot or synthetic; hyper_cleaning: mnist or fashion_mnist", tasks=WITH_DATA, metavar="NAME",
-      choices={"omniglot": ("auto", "omniglot", "synthetic"), "hyper_cleaning": ("mnist", "fashion_mnist")},
+      "alphabet), omniglot or synthetic; hyper_cleaning: mnist or fashion_mnist; long_horizon: mnist, fashion_mnist "
+      "or synthetic (random class prototypes plus noise, for tests)", tasks=WITH_DATA, metavar="NAME",
+      choices={"omniglot": ("auto", "omniglot", "synthetic"), "hyper_cleaning": ("mnist", "fashion_mnist"),
+               "long_horizon": ("mnist", "fashion_mnist", "synthetic")},
       pinned=True),
     S("data_root", "./data", "folder of the data in torchvision's layout (downloaded there when missing and "
       "the network allows)", tasks=WITH_DATA, resumable=True, metavar="DIR"),
@@ -166,10 +170,10 @@ SETTINGS = [
     S("protocol", "paper", "paper: validate and test on the test split, as the paper; heldout: validate on "
       "--n-val clean training examples, test on the untouched test split", tasks=CLEANING,
       choices=("paper", "heldout")),
-    S("n_train", 1000, "noisy training examples (one weight alpha_i each)", tasks=CLEANING, check=at_least(1),
-      metavar="N"),
-    S("n_val", 10000, "clean validation examples of --protocol heldout", tasks=CLEANING, check=at_least(1),
-      metavar="N"),
+    S("n_train", 1000, "training examples (hyper_cleaning: noisy, one weight alpha_i each; long_horizon: the pool "
+      "the mini-batches are drawn from)", tasks=CLEANING + LONG, check=at_least(1), metavar="N"),
+    S("n_val", 10000, "clean validation examples (hyper_cleaning: of --protocol heldout; long_horizon: held out of "
+      "the training split, the outer loss)", tasks=CLEANING + LONG, check=at_least(1), metavar="N"),
     S("val_batch", 0, "validation mini-batch per hypergradient, fresh each outer step (0 = the whole set)",
       tasks=CLEANING, check=at_least(0), metavar="N"),
     S("inner_start", "continue", "where each outer step's T inner steps start: continue = from the previous outer "
@@ -179,6 +183,12 @@ SETTINGS = [
     S("hpo", True, "tune the example weights; --no-hpo keeps alpha = 0 (the 'w/o HPO' row, same training)",
       tasks=CLEANING),
     S("oracle", False, "train on the clean examples only (the oracle row)", tasks=CLEANING),
+    # ---- long horizons ----
+    S("batch_size", 64, "inner mini-batch: step t trains on the t-th batch drawn for the hypergradient", tasks=LONG,
+      check=at_least(1), metavar="B"),
+    S("hidden", 64, "width of the MLP's two hidden layers (784-H-H-10)", tasks=LONG, check=at_least(1), metavar="H"),
+    S("weight_decay", 1e-4, "weight decay at the start (a hyperparameter, tuned in log scale; the learning rates "
+      "start at --inner-lr)", tasks=LONG, check=POSITIVE),
     # ---- infrastructure (none of these changes a run's numbers) ----
     S("run_dir", "", "the run's directory (default: runs/<name>-<time>); it must not hold another run",
       resumable=True, metavar="DIR"),
@@ -195,7 +205,8 @@ SETTINGS = [
 del S
 BY_NAME = {s.name: s for s in SETTINGS}
 GROUPS = {"common to every task": ALL, "Omniglot (--task omniglot)": FEWSHOT,
-          "hyper-cleaning (--task hyper_cleaning)": CLEANING, "toy (--task toy)": ("toy",)}
+          "hyper-cleaning (--task hyper_cleaning)": CLEANING, "toy (--task toy)": ("toy",),
+          "long horizons (--task long_horizon)": LONG}
 
 
 # ---- the resolved settings of one run ---------------------------------------------------------------

@@ -5,6 +5,11 @@ Every estimator is ``estimator(problem, w0, alpha, **options) -> Estimate`` wher
 ``alpha`` are tuples of tensors, and the losses take ``(w, alpha)`` as tuples. Inner dynamics:
 ``w_t, s_t = Phi(w_{t-1}, s_{t-1}, alpha)``, one optimizer step on ``train_loss``.
 
+``train_loss`` may take the inner step as a third argument, ``train_loss(w, alpha, t)``: step t
+(1-based) is taken on ``train_loss(w_{t-1}, alpha, t)``, e.g. the t-th mini-batch of a loader drawn
+once per hypergradient. Every estimator calls it with that t, in every replay of the inner loop,
+so step t sees the same batch wherever it is computed (IFT's Hessian at w_T uses t = T).
+
 ``vjps`` counts vector-Jacobian products through the inner gradient map ``(w, alpha) -> grad_w
 train_loss``: the second-order products a method pays for, the paper's #JVPs column. Plain first
 derivatives (the inner step itself, ``grad val_loss``) are not counted.
@@ -15,6 +20,7 @@ autograd graph, and a NaN or infinite loss where the final losses become Python 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from typing import Callable, NamedTuple, Sequence
 
@@ -28,7 +34,7 @@ StepLoss = Callable[[Sequence[Tensor], Sequence[Tensor], int], Tensor]  # (w, al
 
 
 class Bilevel(NamedTuple):
-    train_loss: Loss
+    train_loss: Loss | StepLoss  # (w, alpha) or (w, alpha, t)
     val_loss: Loss
     optimizer: Optimizer
     T: int
@@ -91,6 +97,36 @@ def _grad(out: Tensor, inputs, grad_outputs=None, create_graph=False, retain_gra
     return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs))
 
 
+def takes_step(loss) -> bool:
+    """Whether ``loss`` accepts the inner step as a third positional argument, ``(w, alpha, t)``,
+    read from its signature (a loss without one, e.g. a builtin, is taken as ``(w, alpha)``)."""
+    try:
+        inspect.signature(loss).bind(None, None, None)
+    except (TypeError, ValueError):  # too few parameters, or no signature to read
+        return False
+    return True
+
+
+def with_step(loss: Loss | StepLoss) -> StepLoss:
+    """``loss`` as ``(w, alpha, t) -> loss``: t passed on when ``loss`` takes it, dropped when it
+    takes ``(w, alpha)`` only. Decided once, here, not at every call."""
+    if getattr(loss, "with_step", False):
+        return loss
+    if takes_step(loss):
+        def indexed(w, alpha, t):
+            return loss(w, alpha, t)
+    else:
+        def indexed(w, alpha, t):
+            return loss(w, alpha)
+    indexed.with_step = True
+    return indexed
+
+
+def indexed(problem: Bilevel) -> Bilevel:
+    """``problem`` with ``train_loss`` taking ``(w, alpha, t)``, as the estimators call it."""
+    return problem._replace(train_loss=with_step(problem.train_loss))
+
+
 def _leaves(ts) -> tuple:
     return tuple(t.detach().requires_grad_() for t in ts)
 
@@ -103,12 +139,12 @@ def _add(xs, ys, scale: float = 1.0) -> tuple:
     return tuple(x + scale * y for x, y in zip(xs, ys))
 
 
-def _step(problem: Bilevel, w, state, alpha, graph: bool):
-    """One inner step from w_{t-1}. With ``graph`` the result stays differentiable in ``alpha``
+def _step(problem: Bilevel, w, state, alpha, graph: bool, t: int):
+    """Inner step t from w_{t-1}, on ``train_loss(w_{t-1}, alpha, t)``. With ``graph`` the result stays differentiable in ``alpha``
     (and in ``w`` and ``state`` when those carry a graph); without, it is detached."""
     with torch.enable_grad():
         w = _leaves(w) if not graph else tuple(x if x.requires_grad else _leaves((x,))[0] for x in w)
-        loss = problem.train_loss(w, alpha)
+        loss = problem.train_loss(w, alpha, t)
         g = _grad(loss, w, create_graph=graph,
                   unused="train_loss does not depend on params (w): the inner loop would not move them")
         w_new, state_new = problem.optimizer.update(g, state, w, alpha)
@@ -121,7 +157,7 @@ def _greedy_term(problem: Bilevel, w, state, alpha, u_fn, t: int):
     """Step t from w_{t-1} with the optimizer state held constant and return ``(w_t, s_t, loss, u B_t,
     val_grads)`` where ``B_t = dPhi(w_{t-1}, s_{t-1}, alpha) / dalpha`` and ``(u, val_grads) =
     u_fn(w_t, t)``: one VJP."""
-    w_new, state_new, loss = _step(problem, _leaves(w), detach_state(state), alpha, graph=True)
+    w_new, state_new, loss = _step(problem, _leaves(w), detach_state(state), alpha, graph=True, t=t)
     w_det = tuple(x.detach() for x in w_new)
     u, val_grads = u_fn(w_det, t)
     term = _grad(w_new, alpha, grad_outputs=u)  # differentiates through grad_w train_loss: the VJP
@@ -155,9 +191,10 @@ def _val_gradient_at(problem: Bilevel, alpha, step_val_loss: StepLoss | None = N
 
 
 def _run(problem: Bilevel, w, state, alpha, steps: int):
+    """Steps 1 .. ``steps`` from w_0, without a graph: (w, state, the last step's train_loss)."""
     loss = torch.tensor(float("nan"))
-    for _ in range(steps):
-        w, state, loss = _step(problem, w, state, alpha, graph=False)
+    for t in range(1, steps + 1):
+        w, state, loss = _step(problem, w, state, alpha, graph=False, t=t)
     return w, state, loss
 
 
@@ -182,6 +219,7 @@ def greedy(problem: Bilevel, w0, alpha, *, gamma: float = 0.9, variant: str = "e
     check_real("gamma", gamma, 0.0, 1.0, open_high=False)
     if variant == "final" and step_val_loss is not None:
         raise ValueError("greedy: step_val_loss applies to variant='eq6' only ('final' uses grad L_val(w_T) throughout)")
+    problem = indexed(problem)
     T, state = problem.T, problem.optimizer.init(w0)
     if variant == "final":
         w_T, _, _ = _run(problem, w0, state, alpha, T)
@@ -199,6 +237,7 @@ def greedy(problem: Bilevel, w0, alpha, *, gamma: float = 0.9, variant: str = "e
 
 def t1t2(problem: Bilevel, w0, alpha) -> Estimate:
     """T1-T2 (Luketina et al. 2016): grad_alpha L_val(w_T) + grad_{w_T} L_val(w_T) B_T, the last step only."""
+    problem = indexed(problem)
     w, state, _ = _run(problem, w0, problem.optimizer.init(w0), alpha, problem.T - 1)
     w, _, loss, term, last = _greedy_term(problem, w, state, alpha, _val_gradient_at(problem, alpha), problem.T)
     return _finish(problem, w, alpha, term, 1, loss, last)
@@ -206,6 +245,7 @@ def t1t2(problem: Bilevel, w0, alpha) -> Estimate:
 
 def fo(problem: Bilevel, w0, alpha) -> Estimate:
     """First order: grad_alpha L_val(w_T) only, the dependence of w_T on alpha ignored."""
+    problem = indexed(problem)
     w, _, loss = _run(problem, w0, problem.optimizer.init(w0), alpha, problem.T)
     return _finish(problem, w, alpha, None, 0, loss)
 
@@ -214,13 +254,14 @@ def ift(problem: Bilevel, w0, alpha, *, terms: int = 5, neumann_lr: float | None
     """IFT at w_T (Lorraine et al. 2020): grad_alpha L_val - v H^-1 d(grad_w L_train)/dalpha, with
     H^-1 ~ eta sum_{j=0..K} (I - eta H)^j (K = ``terms``; eta = ``neumann_lr``, default the inner lr)."""
     check_int("ift: terms", terms, 0)
+    problem = indexed(problem)
     eta = neumann_lr if neumann_lr is not None else _inner_lr(problem)
     w, _, loss = _run(problem, w0, problem.optimizer.init(w0), alpha, problem.T)
     at_w_T = _val_grads(problem, w, alpha)
     v = at_w_T[0]
     with torch.enable_grad():
         wl = _leaves(w)
-        g = _grad(problem.train_loss(wl, alpha), wl, create_graph=True)
+        g = _grad(problem.train_loss(wl, alpha, problem.T), wl, create_graph=True)
         p = cur = v
         for _ in range(terms):
             hv = _grad(g, wl, grad_outputs=cur, retain_graph=True)
@@ -240,10 +281,11 @@ def truncated(problem: Bilevel, w0, alpha, *, k: int = 1) -> Estimate:
     check_int("truncated: k", k, 1)
     if k > problem.T:
         raise ValueError(f"truncated: k must be in [1, T={problem.T}], got {k}")
+    problem = indexed(problem)
     w, state, _ = _run(problem, w0, problem.optimizer.init(w0), alpha, problem.T - k)
     with torch.enable_grad():
-        for _ in range(k):
-            w, state, loss = _step(problem, w, state, alpha, graph=True)
+        for t in range(problem.T - k + 1, problem.T + 1):
+            w, state, loss = _step(problem, w, state, alpha, graph=True, t=t)
     at_w_T = _val_grads(problem, w, alpha, leaves=False)
     return _finish(problem, tuple(x.detach() for x in w), alpha, None, k, loss, at_w_T)
 

@@ -69,15 +69,18 @@ def innerloop_full(model: nn.Module, adapted: list[str], train_batch, val_batch,
                    steps: int, lr: float, momentum: float = 0.0) -> dict:
     """The textbook exact hypergradient with ``higher.innerloop_ctx``: unroll ``steps`` of momentum
     SGD on the adapted parameters, backpropagate the validation loss to every other parameter.
-    A reference for ``method="full"`` (and the peer it is timed against)."""
+    A reference for ``method="full"`` (and the peer it is timed against). ``train_batch`` is one
+    ``(x, y)`` for every step, or a function of the step t = 1 .. ``steps`` giving step t's batch."""
     higher = _higher()
     adapted_set = set(adapted)
     inner = [p for n, p in model.named_parameters() if n in adapted_set]
     hyper = {n: p for n, p in model.named_parameters() if n not in adapted_set}
     opt = torch.optim.SGD(inner, lr=lr, momentum=momentum)
-    (xt, yt), (xv, yv) = train_batch, val_batch
+    batch_at = train_batch if callable(train_batch) else lambda t: train_batch
+    xv, yv = val_batch
     with higher.innerloop_ctx(model, opt, copy_initial_weights=False) as (fmodel, diffopt):
-        for _ in range(steps):
+        for t in range(1, steps + 1):
+            xt, yt = batch_at(t)
             diffopt.step(loss_fn(fmodel(xt), yt))
         val = loss_fn(fmodel(xv), yv)
         grads = torch.autograd.grad(val, list(hyper.values()), allow_unused=True, materialize_grads=True)

@@ -3,7 +3,8 @@
 An optimizer is ``Optimizer(init, update)`` (optax's shape): ``init(w) -> state`` and
 ``update(g, state, w, alpha) -> (w_new, state_new)``. Nothing is done in place, so autograd can
 differentiate through any number of steps. ``alpha`` is passed to ``update`` so that a learning
-rate can itself be a hyperparameter (give ``lr`` as a callable of ``alpha``).
+rate can itself be a hyperparameter (give ``lr`` as a callable of ``alpha``). A callable ``lr`` may
+return one rate per tensor of ``w`` (a tuple), e.g. a learning rate per layer.
 
 The factories check their settings once, when the optimizer is made; ``update`` checks nothing.
 """
@@ -55,8 +56,15 @@ def _check_lr(lr: LR) -> None:
     check_real("lr", lr.item() if isinstance(lr, Tensor) else lr, 0.0)
 
 
-def _resolve(lr: LR, alpha):
-    return lr(alpha) if callable(lr) else lr
+def _resolve(lr: LR, alpha, n: int) -> tuple:
+    """The step size of each of the ``n`` tensors of w: ``lr``'s value for all, or the tuple a
+    callable ``lr`` returns, one per tensor."""
+    eta = lr(alpha) if callable(lr) else lr
+    if isinstance(eta, (tuple, list)):
+        if len(eta) != n:
+            raise ValueError(f"lr gave {len(eta)} learning rates for {n} tensors of params")
+        return tuple(eta)
+    return (eta,) * n
 
 
 def sgd(lr: LR, momentum: float = 0.0) -> Optimizer:
@@ -68,9 +76,9 @@ def sgd(lr: LR, momentum: float = 0.0) -> Optimizer:
         return tuple(torch.zeros_like(wi) for wi in w)
 
     def update(g, v, w, alpha):
-        eta = _resolve(lr, alpha)
+        eta = _resolve(lr, alpha, len(w))
         v = tuple(momentum * vi + gi for vi, gi in zip(v, g)) if momentum else tuple(g)
-        return tuple(wi - eta * vi for wi, vi in zip(w, v)), v
+        return tuple(wi - e * vi for wi, e, vi in zip(w, eta, v)), v
 
     return Optimizer(init, update, lr)
 
@@ -100,12 +108,12 @@ def adam(lr: LR, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -
         return AdamState(0, zeros, zeros)
 
     def update(g, state, w, alpha):
-        eta = _resolve(lr, alpha)
+        eta = _resolve(lr, alpha, len(w))
         t = state.step + 1
         m = tuple(b1 * mi + (1 - b1) * gi for mi, gi in zip(state.m, g))
         v = tuple(b2 * vi + (1 - b2) * gi * gi for vi, gi in zip(state.v, g))
         c1, c2 = 1 - b1**t, (1 - b2**t) ** 0.5
-        w = tuple(wi - (eta / c1) * mi / (vi.sqrt() / c2 + eps) for wi, mi, vi in zip(w, m, v))
+        w = tuple(wi - (e / c1) * mi / (vi.sqrt() / c2 + eps) for wi, e, mi, vi in zip(w, eta, m, v))
         return w, AdamState(t, m, v)
 
     return Optimizer(init, update, lr)

@@ -50,6 +50,27 @@ def weighted_logreg(gen, n=12, d=3, k=3):
     return train_loss, val_loss, params, {"weights": torch.randn(n, generator=gen).requires_grad_()}
 
 
+def minibatch_logreg(gen, n=24, batch=5, d=3, k=3, steps=16):
+    """weighted_logreg on mini-batches: step t trains on its own ``batch`` examples, indexed by t
+    (1-based, drawn once here, as a loader drawn once per hypergradient), with a learned log weight
+    decay; the inner loss differs at every step. t = 0 or t > ``steps`` is an error."""
+    X, Xv = torch.randn(n, d, generator=gen), torch.randn(8, d, generator=gen)
+    y, yv = torch.randint(k, (n,), generator=gen), torch.randint(k, (8,), generator=gen)
+    batches = [None] + [torch.randperm(n, generator=gen)[:batch] for _ in range(steps)]
+
+    def train_loss(w, a, t):
+        idx = batches[t]
+        ce = F.cross_entropy(X[idx] @ w["W"] + w["b"], y[idx], reduction="none")
+        return (torch.sigmoid(a["weights"][idx]) * ce).mean() + torch.exp(a["decay"]) * (w["W"] ** 2).sum()
+
+    def val_loss(w, a):
+        return F.cross_entropy(Xv @ w["W"] + w["b"], yv)
+
+    params = {"W": 0.1 * torch.randn(d, k, generator=gen), "b": torch.zeros(k)}
+    hparams = {"weights": torch.randn(n, generator=gen).requires_grad_(), "decay": torch.tensor(-3.0, requires_grad=True)}
+    return train_loss, val_loss, params, hparams
+
+
 def mlp(gen, d=3, hidden=5):
     """A small MLP whose first layer is a hyperparameter (a warp layer) and whose second is adapted;
     a scalar log weight decay is a second hyperparameter."""
@@ -78,7 +99,16 @@ def learned_lr(gen):
             [hparams[0], lr])
 
 
-PROBLEMS = {"quadratic": quadratic, "weighted_logreg": weighted_logreg, "mlp": mlp}
+def layer_lrs(gen):
+    """The mlp with a log learning rate per tensor of params (hparams[2], two values) besides its warp
+    layer and weight decay: lr = (exp(a[2][0]), exp(a[2][1]))."""
+    train_loss, val_loss, params, hparams = mlp(gen)
+    log_lr = torch.tensor([-2.0, -3.0], requires_grad=True)
+    return (lambda w, a: train_loss(w, a[:2]), lambda w, a: val_loss(w, a[:2]) + 0.1 * (a[2] ** 2).sum(), params,
+            [*hparams, log_lr])
+
+
+PROBLEMS = {"quadratic": quadratic, "weighted_logreg": weighted_logreg, "mlp": mlp, "minibatch": minibatch_logreg}
 
 
 def flat(tree):

@@ -5,12 +5,14 @@ optimizer state s (S), with the inner step written out again, ``w_t, s_t = Phi(w
 alpha)`` (torch.optim.SGD's momentum, torch.optim.Adam's update). Every Jacobian of Phi (dPhi/dw,
 dPhi/ds, dPhi/dalpha for both outputs) is materialised with torch.autograd.functional.jacobian and
 each method's formula is applied by matrix products, so a reference shares no code path with the
-estimator it checks.
+estimator it checks. A ``train_loss(w, alpha, t)`` that takes the step index (a mini-batch per step)
+is called with t = 1 .. T along the trajectory, and with t = T for the Hessian at w_T (IFT).
 
 ``REFERENCES[method](ref, T, **options)`` is the (H,) vector the estimator ``method`` must return.
 """
 from __future__ import annotations
 
+import inspect
 from typing import NamedTuple
 
 import torch
@@ -47,7 +49,8 @@ class Jacobians(NamedTuple):
 class Reference:
     """``problem = (train_loss, val_loss, params, hparams)`` with structured params and hparams, as
     metagreedy.hypergradient takes it, under ``optimizer`` "sgd" (with ``momentum``) or "adam".
-    ``lr`` is a float or, for a learned learning rate, a function of the structured hparams."""
+    ``lr`` is a float or, for a learned learning rate, a function of the structured hparams that
+    gives one rate, or a tuple of one rate per tensor of params."""
 
     def __init__(self, problem, optimizer="sgd", lr=0.1, momentum=0.0, betas=(0.9, 0.999), eps=1e-8):
         self.problem = problem
@@ -56,6 +59,7 @@ class Reference:
         self.w0, self.a0 = _flat(_leaves(params)), _flat(_leaves(hparams))
         self.optimizer, self.lr, self.momentum, self.betas, self.eps = optimizer, lr, momentum, betas, eps
         self.P = self.w0.numel()
+        self.stochastic = len(inspect.signature(self.train_loss).parameters) == 3  # (w, alpha, t)
         self._trajectory = [(self.w0, self.state0())]  # grown on demand; shared by the methods checked
         self._jacobians, self._at_w_T = {}, {}
 
@@ -67,25 +71,28 @@ class Reference:
     def _a(self, a):
         return _unflat(a, _leaves(self.hparams), self.hparams)
 
-    def train(self, w, a):
-        return self.train_loss(self._w(w), self._a(a))
+    def train(self, w, a, t: int):
+        w, a = self._w(w), self._a(a)
+        return self.train_loss(w, a, t) if self.stochastic else self.train_loss(w, a)
 
     def val(self, w, a):
         return self.val_loss(self._w(w), self._a(a))
 
-    def grad_train(self, w, a):
-        """grad_w train_loss(w, a), differentiable in w and a."""
+    def grad_train(self, w, a, t: int):
+        """grad_w train_loss(w, a, t), differentiable in w and a."""
         with torch.enable_grad():
             w = w if w.requires_grad else w.clone().requires_grad_()
-            return torch.autograd.grad(self.train(w, a), w, create_graph=True)[0]
+            return torch.autograd.grad(self.train(w, a, t), w, create_graph=True)[0]
 
     def state0(self):
         return torch.zeros(self.P if self.optimizer == "sgd" else 2 * self.P, dtype=self.w0.dtype)
 
     def phi(self, w, s, a, t: int):
         """Step t (1-based: Adam's bias correction) from (w_{t-1}, s_{t-1}): (w_t, s_t)."""
-        g = self.grad_train(w, a)
+        g = self.grad_train(w, a, t)
         lr = self.lr(self._a(a)) if callable(self.lr) else self.lr
+        if isinstance(lr, tuple):  # a rate per tensor: spread over its coordinates
+            lr = torch.cat([r * torch.ones(p.numel()) for r, p in zip(lr, _leaves(self.params))])
         if self.optimizer == "sgd":
             v = self.momentum * s + g
             return w - lr * v, v
@@ -113,11 +120,12 @@ class Reference:
         return self._jacobians[t]
 
     def inner_derivatives(self, T: int):
-        """At w_T: the Hessian d(grad_w L_train)/dw (P x P) and d(grad_w L_train)/dalpha (P x H)."""
+        """At w_T: the Hessian d(grad_w L_train)/dw (P x P) and d(grad_w L_train)/dalpha (P x H), of
+        the last step's loss (t = T)."""
         if T not in self._at_w_T:
             w_T = self.w_T(T)
-            self._at_w_T[T] = (jacobian(lambda w: self.grad_train(w, self.a0), w_T),
-                               jacobian(lambda a: self.grad_train(w_T, a), self.a0))
+            self._at_w_T[T] = (jacobian(lambda w: self.grad_train(w, self.a0, T), w_T),
+                               jacobian(lambda a: self.grad_train(w_T, a, T), self.a0))
         return self._at_w_T[T]
 
     def val_grads(self, w):

@@ -65,10 +65,10 @@ def test_help_shows_every_setting_with_its_default_choices_and_groups(capsys):
         assert s.flag in text, s.name
     for title in config.GROUPS:
         assert title + ":" in text
-    assert "--inner-steps T" in text and "(default: 5; hyper_cleaning: 10; toy: 10)" in text
+    assert "--inner-steps T" in text and "(default: 5; hyper_cleaning: 10; toy: 10; long_horizon: 100)" in text
     assert "{greedy,t1t2,ift,fo,full,truncated}" in text
     assert "--rotations[=BOOL], --no-rotations" in text
-    assert "[--method greedy only]" in text and "[omniglot and hyper_cleaning only]" in text
+    assert "[--method greedy only]" in text and "[omniglot and hyper_cleaning and long_horizon only]" in text
     assert "Defaults that differ from the common ones: inner_steps=10, momentum=0.0" in text
 
 

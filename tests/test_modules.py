@@ -61,3 +61,29 @@ def test_full_equals_higher_innerloop_ctx(momentum):
     ref = innerloop_full(model, list(w), train_batch, val_batch, F.cross_entropy, steps=5, lr=0.1, momentum=momentum)
     for name in alpha:
         torch.testing.assert_close(ours.grad[name], ref[name], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["full", "greedy"])
+def test_a_batch_per_step_through_higher(method):
+    """Step t on its own batch (train_loss(w, alpha, t)): the functional and higher loops agree, and
+    full equals higher.innerloop_ctx fed the same batch at each step."""
+    model = tiny_warp_net().double()
+    w, alpha = mgnn.split(model, ["2."])
+    gen = torch.Generator().manual_seed(3)
+    steps = [None] + [batches(gen)[0] for _ in range(4)]
+    val_batch = batches(gen)[1]
+    results = []
+    for forward, optimizer in [(mgnn.module_forward(model), "sgd"), (higher_forward(model), higher_sgd(0.1, 0.9))]:
+        def train_loss(w_, a, t, forward=forward):
+            return F.cross_entropy(forward(w_, a, steps[t][0]), steps[t][1])
+        val_loss = mgnn.losses(forward, F.cross_entropy, val_batch, val_batch)[1]
+        results.append(mg.hypergradient(train_loss, val_loss, w, alpha, steps=4, lr=0.1, momentum=0.9,
+                                        method=method, optimizer=optimizer, **OPTIONS.get(method, {})))
+    if method == "full":
+        results.append(innerloop_full(model, list(w), lambda t: steps[t], val_batch, F.cross_entropy, steps=4, lr=0.1,
+                                      momentum=0.9))
+    ours = results[0].grad
+    for other in results[1:]:
+        other = other if isinstance(other, dict) else other.grad
+        for name in alpha:
+            torch.testing.assert_close(other[name], ours[name], rtol=1e-10, atol=1e-12)

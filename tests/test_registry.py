@@ -2,14 +2,15 @@
 
 Every method in ``metagreedy.METHODS`` is checked against what it must equal: an independent
 reference built from explicit Jacobians (references.py), on tiny float64 problems, under momentum-free
-SGD, momentum SGD and Adam, at 1e-10. A registered method without a reference fails here."""
+SGD, momentum SGD and Adam, at 1e-10; one problem (``minibatch``) gives every inner step its own
+mini-batch through ``train_loss(w, alpha, t)``. A registered method without a reference fails here."""
 import functools
 
 import pytest
 import torch
 
 import metagreedy as mg
-from problems import PROBLEMS, flat, learned_lr, mlp, quadratic, weighted_logreg
+from problems import PROBLEMS, flat, layer_lrs, learned_lr, minibatch_logreg, mlp, quadratic, weighted_logreg
 from references import REFERENCES, Reference
 
 OPTIONS = {"greedy": {"gamma": 0.9}, "ift": {"terms": 3}, "truncated": {"k": 2}}
@@ -81,6 +82,21 @@ def test_method_with_a_learned_learning_rate_equals_its_reference(method, optimi
     for options in CASES[method](4):
         options = {"neumann_lr": 0.1, **options} if method == "ift" else options  # no float lr to default to
         res = mg.hypergradient(tl, vl, params, hparams, steps=4, method=method, **kwargs, **options)
+        torch.testing.assert_close(flat(res.grad), REFERENCES[method](ref, 4, **options), **TIGHT)
+
+
+@pytest.mark.parametrize("method", sorted(mg.METHODS))
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_method_with_a_learning_rate_per_tensor_equals_its_reference(method, optimizer):
+    """lr gives one learned rate per tensor of params (a learning rate per layer)."""
+    problem = layer_lrs(torch.Generator().manual_seed(6))
+    tl, vl, params, hparams = problem
+    lr = lambda a: (a[2][0].exp(), a[2][1].exp())  # noqa: E731
+    ref = Reference(problem, **{**OPTIMIZERS[optimizer], "lr": lr})
+    for options in CASES[method](4):
+        options = {"neumann_lr": 0.1, **options} if method == "ift" else options
+        res = mg.hypergradient(tl, vl, params, hparams, steps=4, method=method, **{**OPTIMIZERS[optimizer], "lr": lr},
+                               **options)
         torch.testing.assert_close(flat(res.grad), REFERENCES[method](ref, 4, **options), **TIGHT)
 
 
@@ -172,3 +188,57 @@ def test_inner_loop_is_the_trajectory_every_method_runs():
     w_T = mg.inner_loop(problem[0], problem[2], problem[3], steps=7, lr=0.1, momentum=0.9)
     ref = mg.hypergradient(*problem, steps=7, lr=0.1, momentum=0.9, method="fo").params
     torch.testing.assert_close(w_T[0], ref[0], rtol=0, atol=0)
+
+
+# ---- the step index: step t sees its own batch, the same one everywhere -----------------------------
+
+EXPECTED_STEPS = {  # method -> the t of each train_loss call, in order, at T inner steps
+    "greedy": lambda T, options: list(range(1, T + 1)) * (2 if options.get("variant") == "final" else 1),
+    "ift": lambda T, options: list(range(1, T + 1)) + [T],  # the Hessian at w_T: the last step's batch
+}
+
+
+@pytest.mark.parametrize("method", sorted(mg.METHODS))
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_step_t_is_called_with_w_t_minus_1_in_every_method_and_replay(method, optimizer):
+    """Every call of ``train_loss(w, alpha, t)`` has t in 1 .. T in order (a replay starts again at 1)
+    and w = w_{t-1} of the one trajectory that inner_loop runs: a t off by one, a replay that goes
+    on counting, or a step taken on another step's batch fails here."""
+    tl, vl, params, hparams = minibatch_logreg(torch.Generator().manual_seed(2))
+    T, calls = 5, []
+
+    def recording(w, a, t):
+        calls.append((t, w["W"].detach().clone()))
+        return tl(w, a, t)
+
+    kwargs = {**OPTIMIZERS[optimizer], "steps": T}
+    mg.inner_loop(recording, params, hparams, **kwargs)
+    trajectory = dict(calls)
+    assert list(trajectory) == list(range(1, T + 1))
+    for options in CASES[method](T):
+        calls.clear()
+        res = mg.hypergradient(recording, vl, params, hparams, method=method, **kwargs, **options)
+        want = EXPECTED_STEPS.get(method, lambda T, options: list(range(1, T + 1)))(T, options)
+        assert [t for t, _ in calls] == want, options
+        if method == "ift":  # its last call is the Hessian's, at w_T
+            torch.testing.assert_close(calls.pop()[1], res.params["W"], rtol=0, atol=0)
+        for t, w in calls:
+            torch.testing.assert_close(w, trajectory[t], rtol=0, atol=0)
+
+
+def test_a_loss_with_or_without_the_step_index():
+    """(w, alpha) losses get no t, (w, alpha, t) losses and bound methods get it; a loss that
+    declares *args is taken to accept it."""
+    from metagreedy.estimators import takes_step
+
+    class Task:
+        def loss(self, w, a, t):
+            return t
+
+        def plain(self, w, a):
+            return 0
+
+    assert not takes_step(lambda w, a: 0) and takes_step(lambda w, a, t: t)
+    assert takes_step(Task().loss) and not takes_step(Task().plain)
+    assert takes_step(lambda *args: 0) and takes_step(functools.partial(lambda s, w, a, t: t, 1))
+    assert not takes_step(lambda w, a, *, t=0: 0)  # keyword-only: not a positional step index

@@ -1,0 +1,150 @@
+"""Long inner loops on mini-batches: per-layer learning rates and weight decay of a small MLP on
+MNIST / Fashion-MNIST, tuned through T in {10, 100, 1000} steps of momentum SGD.
+
+alpha = {log_lr: one log learning rate per layer, log_wd: a log weight decay}. Each outer step
+trains the MLP (784-H-H-10, ReLU) from the same initialisation w_0 for T steps of momentum SGD,
+step t on its own mini-batch (``train_loss(w, alpha, t)``, batches drawn once per hypergradient from
+a key of (seed, outer step)), with the loss CE + exp(log_wd)/2 ||weights||^2 and layer l's step
+exp(log_lr[l]). The outer loss is the cross-entropy of w_T on --n-val held-out training examples.
+Evaluation trains T steps with the current alpha on batches of a fixed key and reports the
+validation and test accuracy. ``--outer-steps 0`` evaluates the starting values (--inner-lr for
+every layer, --weight-decay) without tuning them: the fixed hand-picked schedule.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+import metagreedy as mg
+from metagreedy.config import UsageError
+from metagreedy.data.cleaning import SPLIT_SIZES
+from metagreedy.data.digits import CLASSES, PIXELS, make_splits
+from metagreedy.models import linear_init
+
+from .common import TaskBase, keyed_generator, method_options
+
+DESCRIPTION = ("long inner loops on mini-batches: per-layer learning rates and weight decay of an MLP on MNIST / "
+               "Fashion-MNIST, T up to 1000.")
+DEFAULTS = dict(
+    dataset="mnist",
+    inner_steps=100,
+    inner_lr=0.05,
+    outer_steps=20,
+    outer_lr=0.1,
+    eval_every=10,
+    n_train=10000,
+    n_val=1000,
+)
+LAYERS = ("fc1", "fc2", "fc3")
+BATCH_KEY, EVAL_KEY = 0xBA7C, 0xE7A1
+
+
+def check(cfg) -> None:
+    if cfg.batch_size > cfg.n_train:
+        raise UsageError(f"--batch-size {cfg.batch_size} is more than the --n-train {cfg.n_train} examples")
+    if cfg.dataset != "synthetic" and cfg.n_train + cfg.n_val > SPLIT_SIZES["train"]:
+        raise UsageError(f"--n-train + --n-val = {cfg.n_train + cfg.n_val} is more than the {SPLIT_SIZES['train']} "
+                         f"examples of the {cfg.dataset} training split")
+
+
+def run_name(cfg) -> str:
+    return f"long_horizon-{cfg.dataset}-T{cfg.inner_steps}-{cfg.method}-seed{cfg.seed}"
+
+
+def run_group(cfg) -> str:
+    return f"long_horizon/{cfg.dataset}-T{cfg.inner_steps}/{cfg.method}"
+
+
+def init_mlp(hidden: int, seed: int, device, dtype) -> dict:
+    """w_0: the MLP's weights and biases by name, nn.Linear's initialisation from keyed generators."""
+    sizes = [PIXELS, hidden, hidden, CLASSES]
+    w = {}
+    for name, n_in, n_out in zip(LAYERS, sizes, sizes[1:]):
+        weight, bias = linear_init(n_in, n_out, seed)
+        w[f"{name}.weight"], w[f"{name}.bias"] = weight.to(device, dtype), bias.to(device, dtype)
+    return w
+
+
+def forward(w: dict, x):
+    for i, name in enumerate(LAYERS):
+        x = F.linear(x, w[f"{name}.weight"], w[f"{name}.bias"])
+        x = torch.relu(x) if i < len(LAYERS) - 1 else x
+    return x
+
+
+def layer_lrs(hparams: dict):
+    """The inner ``lr``: layer l's tensors step by exp(log_lr[l]) (alpha's leaves in hparams' order)."""
+    position = list(hparams).index("log_lr")
+    return lambda alpha: tuple(alpha[position][i].exp() for i in range(len(LAYERS)) for _ in ("weight", "bias"))
+
+
+class Task(TaskBase):
+    progress = ("val_acc",)
+
+    def __init__(self, cfg, device, dtype):
+        self.cfg, self.device, self.dtype = cfg, device, dtype
+        data = make_splits(cfg.dataset, cfg.data_root, seed=cfg.seed, n_train=cfg.n_train, n_val=cfg.n_val)
+        self.data = data._replace(**{k: v.to(device, dtype) if v.is_floating_point() else v.to(device)
+                                     for k, v in data._asdict().items()})
+        self.w0 = init_mlp(cfg.hidden, cfg.seed, device, dtype)
+        self.hparams = {
+            "log_lr": torch.full((len(LAYERS),), math.log(cfg.inner_lr), device=device, dtype=dtype, requires_grad=True),
+            "log_wd": torch.tensor(math.log(cfg.weight_decay), device=device, dtype=dtype, requires_grad=True)}
+        self.lr = layer_lrs(self.hparams)
+        self.options = method_options(cfg)
+
+    def info(self) -> dict:
+        return {"dataset": self.cfg.dataset, "n_params": sum(p.numel() for p in self.w0.values())}
+
+    def train_loss(self, batches):
+        """``train_loss(w, alpha, t)`` on the t-th row of ``batches`` ([T, B] indices, drawn once)."""
+        x, y = self.data.x_train, self.data.y_train
+
+        def loss(w, alpha, t):
+            idx = batches[t - 1]
+            decay = sum((w[f"{name}.weight"] ** 2).sum() for name in LAYERS)
+            return F.cross_entropy(forward(w, x[idx]), y[idx]) + 0.5 * alpha["log_wd"].exp() * decay
+        return loss
+
+    def val_loss(self, w, alpha):
+        return F.cross_entropy(forward(w, self.data.x_val), self.data.y_val)
+
+    def batches(self, *key):
+        gen = keyed_generator(self.cfg.seed, *key)
+        return torch.randint(self.cfg.n_train, (self.cfg.inner_steps, self.cfg.batch_size), generator=gen).to(self.device)
+
+    def _kwargs(self):
+        return dict(steps=self.cfg.inner_steps, lr=self.lr, momentum=self.cfg.momentum, optimizer=self.cfg.inner_optimizer)
+
+    def hypergradient(self, step, members):
+        res = mg.hypergradient(self.train_loss(self.batches(step, BATCH_KEY)), self.val_loss, self.w0, self.hparams,
+                               method=self.cfg.method, **self._kwargs(), **self.options)
+        return res.grad, {"val_loss": res.val_loss, "train_loss": res.train_loss, "vjps": res.vjps,
+                          **self.hyperparameters()}, 1
+
+    def hyperparameters(self) -> dict:
+        lrs = self.hparams["log_lr"].detach().exp().tolist()
+        return {**{f"lr_{name}": lr for name, lr in zip(LAYERS, lrs)},
+                "weight_decay": self.hparams["log_wd"].detach().exp().item()}
+
+    def trained(self) -> dict:
+        """w_T with the current alpha, on the evaluation batches."""
+        return mg.inner_loop(self.train_loss(self.batches(EVAL_KEY)), self.w0, self.hparams, **self._kwargs())
+
+    def evaluate(self, step):
+        w = self.trained()
+        d = self.data
+        with torch.no_grad():
+            val_out = forward(w, d.x_val)
+            return {"val_acc": accuracy(val_out, d.y_val), "test_acc": accuracy(forward(w, d.x_test), d.y_test),
+                    "eval_val_loss": F.cross_entropy(val_out, d.y_val).item()}
+
+    def final(self):
+        return {**self.evaluate(self.cfg.outer_steps), **self.hyperparameters(), "inner_steps": self.cfg.inner_steps,
+                "n_params": sum(p.numel() for p in self.w0.values())}
+
+
+def accuracy(out, y) -> float:
+    return (out.argmax(1) == y).double().mean().item()
