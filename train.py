@@ -9,7 +9,7 @@
 
 Reads top to bottom: settings -> task -> run directory -> outer loop (hypergradient, outer step,
 log, evaluate, checkpoint) -> final evaluation and summary. Every setting is declared once, with its
-default and help, in metagreedy/config.py (``python train.py --help``); what train.py asks of a
+default and help, in metagreedy/harness/config.py (``python train.py --help``); what train.py asks of a
 task is written down in tasks/__init__.py.
 """
 from __future__ import annotations
@@ -25,13 +25,16 @@ def run(argv=None, stop=None) -> int:
 
     import metagreedy as mg
     import tasks
-    from metagreedy import checkpoint, config, faults, rundir
-    from metagreedy.distributed import World
-    from metagreedy.runlog import RunLog, warn
-    from metagreedy.signals import Interrupted, Stop
+    from metagreedy.harness import checkpoint, config, faults, rundir
+    from metagreedy.harness.distributed import World
+    from metagreedy.harness.runlog import RunLog, warn
+    from metagreedy.harness.signals import Interrupted, Stop
+    from metagreedy.harness import registry
+
+    registry.use(tasks)  # the experiments this script trains, for the harness that knows none by name
 
     own_stop = stop is None  # the script installs its own before its imports, and keeps it to the end
-    stop = stop or Stop().install()  # SIGINT / SIGTERM: see metagreedy/signals.py
+    stop = stop or Stop().install()  # SIGINT / SIGTERM: see metagreedy/harness/signals.py
     world = World()
     stop.abort = not world.active
     run_dir = log = None
@@ -239,7 +242,7 @@ def run(argv=None, stop=None) -> int:
 # ---- helpers, in the order the loop above uses them ---------------------------------------------
 
 def check_resume(cfg, resumed, invocation) -> None:
-    from metagreedy.config import UsageError
+    from metagreedy.harness.config import UsageError
     if cfg.outer_steps < resumed["step"]:
         raise UsageError(f"--outer-steps {cfg.outer_steps} is below the {resumed['step']} outer steps this run has "
                          "done; a run cannot be shortened (start a new one)")
@@ -250,7 +253,7 @@ def check_resume(cfg, resumed, invocation) -> None:
 
 def finished_already(path, resumed, cfg) -> bool:
     """A finished run resumed with no more steps to take: its files are left as they are."""
-    from metagreedy import files
+    from metagreedy.harness import files
     summary = files.read_summary(path) or {}
     return (summary.get("status") == "finished" and summary.get("steps_done") == resumed["step"] == cfg.outer_steps
             and resumed.get("pending_row") is None)
@@ -259,8 +262,8 @@ def finished_already(path, resumed, cfg) -> bool:
 def restore(task, outer_opt, resumed, path) -> None:
     """alpha, the outer optimizer, the RNG and the task's own state from a checkpoint; a part that
     does not fit is a damaged checkpoint (nothing of the run has been touched yet)."""
-    from metagreedy import checkpoint
-    from metagreedy.config import brief, path_text
+    from metagreedy.harness import checkpoint
+    from metagreedy.harness.config import brief, path_text
     checkpoint.restore_task(task, resumed, f"--resume: the checkpoint in {path_text(path)}")
     try:
         outer_opt.load_state_dict(resumed["outer_opt"])
@@ -330,10 +333,10 @@ def bar_update(bar, row, last_eval, keys):
 
 
 def main(argv=None, stop=None) -> int:
-    from metagreedy.checkpoint import CheckpointError
-    from metagreedy.config import UsageError, one_line
+    from metagreedy.harness.checkpoint import CheckpointError
+    from metagreedy.harness.config import UsageError, one_line
     from metagreedy.data import DataError
-    from metagreedy.rundir import WriteError
+    from metagreedy.harness.rundir import WriteError
     try:
         return run(argv, stop)
     except (UsageError, DataError, CheckpointError) as e:
@@ -352,7 +355,7 @@ if __name__ == "__main__":
     early = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: early.append(signum))
-    from metagreedy.signals import Stop
+    from metagreedy.harness.signals import Stop
     stop = Stop().install()
     stop.signum = early[0] if early else None
     sys.exit(main(stop=stop))

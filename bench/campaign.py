@@ -37,9 +37,9 @@ import sys  # noqa: E402
 
 from common import ROOT  # noqa: E402
 
-from metagreedy import files  # noqa: E402
-from metagreedy.config import UsageError, one_line  # noqa: E402
-from metagreedy.rundir import WriteError, link_in, open_append, take_lock, write_text  # noqa: E402
+from metagreedy.harness import files  # noqa: E402
+from metagreedy.harness.config import UsageError, one_line  # noqa: E402
+from metagreedy.harness.rundir import WriteError, link_in, open_append, take_lock, write_text  # noqa: E402
 
 TRAIN = os.path.join(ROOT, "train.py")
 DEFAULT_OUT = os.path.join(ROOT, "results")
@@ -218,7 +218,7 @@ def _expand(path: str, data: dict, name: str, text: str) -> Plan:
 def resolved(args: tuple):
     """The train.py config of a cell's flags (task, outer steps, ...), as train.py would resolve it."""
     import tasks
-    from metagreedy import config
+    from metagreedy.harness import config
     cwd = os.getcwd()
     os.chdir(ROOT)  # the plans' paths (configs/...) are relative to the repository, as in train.py's runs
     try:
@@ -271,14 +271,14 @@ def checkpoint_of(cell_dir: str):
     """The cell's checkpoint (None when it has none); CheckpointError when it cannot be read."""
     if not os.path.lexists(os.path.join(cell_dir, "checkpoint.pt")):
         return None
-    from metagreedy import checkpoint
+    from metagreedy.harness import checkpoint
     return checkpoint.load(cell_dir)
 
 
 def read_cell(d: str) -> dict:
-    """Every file of a cell's directory, checked (metagreedy.files), and that they are of one run:
+    """Every file of a cell's directory, checked (metagreedy.harness.files), and that they are of one run:
     FileDamaged or CheckpointError otherwise."""
-    from metagreedy.checkpoint import CheckpointError
+    from metagreedy.harness.checkpoint import CheckpointError
     found = {"record": read_record(d), "summary": files.read_summary(d), "settings": files.read_settings(d),
              "checkpoint": checkpoint_of(d)}
     ids = {name: data.get("run_id", "") for name, data in found.items() if name != "record" and data is not None}
@@ -301,7 +301,7 @@ def state(cell: Cell, out: str) -> dict:
     ``devices`` and ``seconds`` (of training, from the checkpoint's segments when train.py writes
     them, else its elapsed time) and ``wall`` (seconds of the campaign's processes), ``tail`` (the
     end of the log of a failed cell)."""
-    from metagreedy.checkpoint import CheckpointError
+    from metagreedy.harness.checkpoint import CheckpointError
     d = os.path.join(out, cell.path)
     info = {"state": "new", "step": 0, "steps": None, "summary": {}, "record": {}, "wall": 0.0, "tail": [],
             "devices": [], "seconds": 0.0, "problem": ""}
@@ -388,7 +388,7 @@ def finalize(cell: Cell, out: str, keep: str) -> None:
 
 def tidy(cell: Cell, args) -> None:
     """:func:`finalize`, a damaged cell said in one line and left as it is."""
-    from metagreedy.checkpoint import CheckpointError
+    from metagreedy.harness.checkpoint import CheckpointError
     try:
         finalize(cell, args.out, args.keep)
     except (files.FileDamaged, CheckpointError) as e:
@@ -495,7 +495,7 @@ def log_tail(p: Process, lines: int = 20) -> list[str]:
 def settle(p: Process, rc: int, args, device: str) -> str:
     """Record how a process ended; returns the outcome: finished | diverged | interrupted | stopped
     | locked (another process holds the directory: nothing recorded) | failed."""
-    from metagreedy.checkpoint import CheckpointError
+    from metagreedy.harness.checkpoint import CheckpointError
     d = os.path.join(args.out, p.cell.path)
     if link_in(args.out, d):
         print(f"damaged: {p.cell.path}: {shown(link_in(args.out, d))} is a symbolic link; nothing recorded", flush=True)
@@ -736,7 +736,7 @@ def main(argv=None, started: float | None = None) -> int:
     args = parser().parse_args(argv)
     args.out = os.path.abspath(args.out)
     args.keep = os.path.abspath(args.keep or os.path.join(os.path.dirname(args.out), "runs", "campaign"))
-    from metagreedy.checkpoint import CheckpointError
+    from metagreedy.harness.checkpoint import CheckpointError
     try:
         if args.command == "run":
             seconds(args.budget_s, "--budget-s")

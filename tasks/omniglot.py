@@ -16,7 +16,7 @@ from torch.func import vmap
 
 import metagreedy as mg
 from metagreedy import nn as mgnn
-from metagreedy.config import UsageError
+from metagreedy.harness.config import UsageError
 from metagreedy.cuda_graph import Replay
 from metagreedy.data import DataError
 from metagreedy.data.fewshot import DRAWINGS, IMAGE_SIZE, load_alphabets, make_tasksets, split_sizes

@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
+from ..estimators import METHODS
+
 
 class UsageError(Exception):
     """Bad input from the user: reported as one line, exit status 2."""
@@ -22,7 +24,7 @@ class UsageError(Exception):
 
 TASKS = ("omniglot", "hyper_cleaning", "toy")
 ALL, FEWSHOT, CLEANING, WITH_DATA = TASKS, ("omniglot",), ("hyper_cleaning",), ("omniglot", "hyper_cleaning")
-METHOD_NAMES = ("greedy", "t1t2", "ift", "fo", "full", "truncated")  # metagreedy.METHODS; checked by the tests
+METHOD_NAMES = tuple(METHODS)  # the estimators' registry, metagreedy.METHODS
 AUTO = "auto"
 
 def brief(value: Any, limit: int = 60) -> str:
