@@ -629,20 +629,7 @@ def _run(args, plan: Plan, stop_at: float, grace: float) -> int:
                 running.remove(p)
                 settled(p, p.proc.returncode)
             time.sleep(POLL_S)
-        # the budget is spent (or we were told to stop): every cell checkpoints and exits
-        for p in running:
-            if p.proc.poll() is None:
-                p.proc.send_signal(signal.SIGTERM)
-            p.signalled = True
-        kill_at = clock() + grace
-        while any(p.proc.poll() is None for p in running) and clock() < kill_at:
-            time.sleep(POLL_S)
-        for p in running:
-            if p.proc.poll() is None:
-                print(f"no exit {grace:.0f} s after the stop signal: SIGKILL {p.cell.path} "
-                      "(its last checkpoint stays valid)", flush=True)
-                p.proc.kill()
-            settled(p, p.proc.wait())
+        stop_all(running, grace, settled)  # the budget is spent (or we were told to stop)
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -650,6 +637,23 @@ def _run(args, plan: Plan, stop_at: float, grace: float) -> int:
     print(f"{plan.name}: " + (", ".join(f"{n} {o}" for o, n in counts.items()) or "nothing ran")
           + f"; {len(queue)} left to start" + (f"; {len(damaged)} damaged, not run" if damaged else ""), flush=True)
     return 1 if counts.get("failed") else 2 if damaged or refused or counts.get("damaged") else 0
+
+
+def stop_all(running: list, grace: float, settled) -> None:
+    """Every running cell checkpoints and exits (SIGTERM), or is killed ``grace`` seconds later."""
+    for p in running:
+        if p.proc.poll() is None:
+            p.proc.send_signal(signal.SIGTERM)
+        p.signalled = True
+    kill_at = clock() + grace
+    while any(p.proc.poll() is None for p in running) and clock() < kill_at:
+        time.sleep(POLL_S)
+    for p in running:
+        if p.proc.poll() is None:
+            print(f"no exit {grace:.0f} s after the stop signal: SIGKILL {p.cell.path} "
+                  "(its last checkpoint stays valid)", flush=True)
+            p.proc.kill()
+        settled(p, p.proc.wait())
 
 
 # ---- status -------------------------------------------------------------------------------------------

@@ -150,3 +150,13 @@ def test_no_import_circles():
 
 def test_the_circle_finder_finds_a_circle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_function_outside_the_tests_is_longer_than_80_lines():
+    long = []
+    for name, path in modules().items():
+        with open(path) as fh:
+            tree = ast.parse(fh.read(), path)
+        long += [f"{name}.{node.name} ({node.end_lineno - node.lineno + 1} lines)" for node in ast.walk(tree)
+                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80]
+    assert not long, ", ".join(long)
