@@ -160,3 +160,24 @@ def test_no_function_outside_the_tests_is_longer_than_80_lines():
         long += [f"{name}.{node.name} ({node.end_lineno - node.lineno + 1} lines)" for node in ast.walk(tree)
                  if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80]
     assert not long, ", ".join(long)
+
+
+def test_the_old_module_paths_import_the_moved_modules():
+    import importlib
+
+    for name in ("config", "rundir", "runlog", "checkpoint", "signals", "faults", "distributed", "files"):
+        old, new = importlib.import_module(f"metagreedy.{name}"), importlib.import_module(f"metagreedy.harness.{name}")
+        assert old is new and new.__spec__.name == f"metagreedy.harness.{name}"
+    import metagreedy
+    from metagreedy.evaluate import load_run, main  # noqa: F401  (python -m metagreedy.evaluate)
+    assert metagreedy.config.UsageError is importlib.import_module("metagreedy.harness.config").UsageError
+
+
+def test_the_harness_finds_the_experiments_it_is_handed(monkeypatch):
+    import tasks
+    from metagreedy.harness import registry
+
+    assert registry.experiments() is tasks  # the checkout's, by default
+    handed = object()
+    monkeypatch.setattr(registry, "_handed_in", handed)
+    assert registry.experiments() is handed
