@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import metagreedy as mg  # noqa: E402
-from metagreedy import checkpoint  # noqa: E402
+from metagreedy.harness import checkpoint  # noqa: E402
 from metagreedy import nn as mgnn  # noqa: E402
 from metagreedy.data import FewShotTasks  # noqa: E402
 from metagreedy.data.omniglot import load_omniglot  # noqa: E402

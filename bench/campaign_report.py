@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import paper
-from campaign import Plan, plans_in, resolved, shown, state
+from campaign_plan import Plan, plans_in, resolved, shown, state
 from common import plot_curves, replace_section
 from tables import table
 

@@ -8,8 +8,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from metagreedy import files  # noqa: E402
-from metagreedy.rundir import open_append, write_atomic, write_text  # noqa: E402
+from metagreedy.harness import files  # noqa: E402
+from metagreedy.harness.rundir import open_append, write_atomic, write_text  # noqa: E402
 from metagreedy.stats import mean_ci95  # noqa: E402
 
 _said = []  # what has been said once in this process
@@ -19,10 +19,10 @@ def guarded(main) -> int:
     """Run a bench script's ``main`` as train.py runs: bad input (a damaged or foreign file, a bad
     flag, missing data) is one line and exit 2, a file that cannot be written one line and exit 1,
     Ctrl-C one line and exit 130."""
-    from metagreedy.checkpoint import CheckpointError
-    from metagreedy.config import UsageError, one_line
+    from metagreedy.harness.checkpoint import CheckpointError
+    from metagreedy.harness.config import UsageError, one_line
     from metagreedy.data import DataError
-    from metagreedy.rundir import WriteError
+    from metagreedy.harness.rundir import WriteError
     try:
         main()
         return 0
@@ -70,7 +70,7 @@ def finished(run_dir: str) -> bool:
 
 
 def summary(run_dir: str):
-    """A run's summary.json, checked (metagreedy.files); None when it has none."""
+    """A run's summary.json, checked (metagreedy.harness.files); None when it has none."""
     return files.read_summary(run_dir)
 
 

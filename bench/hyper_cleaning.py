@@ -133,7 +133,7 @@ def pictures(args) -> list[str]:
     d = run_dir(args.out, protocol, dataset, noise, "greedy 0.9", args.seeds[0], args.val_batch)
     plt = pyplot()
     if summary(d) is not None and plt is not None:
-        from metagreedy import checkpoint
+        from metagreedy.harness import checkpoint
         from metagreedy.data.cleaning import make_cleaning_data
         alpha = checkpoint.load(d)["hparams"]["alpha"]  # read as every checkpoint is: plain data only
         corrupted = make_cleaning_data(dataset, args.data_root, noise=noise, seed=args.seeds[0],

@@ -16,7 +16,7 @@ import math
 import os
 import statistics
 
-from campaign import DEFAULT_OUT, load_plan, resolved, state
+from campaign_plan import DEFAULT_OUT, load_plan, resolved, state
 from common import metrics
 
 

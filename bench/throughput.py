@@ -28,7 +28,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from metagreedy import config  # noqa: E402
+from metagreedy.harness import config  # noqa: E402
 
 
 def make_task(meta_batch, method, device, dtype, loop="batched"):

@@ -9,6 +9,6 @@ PY=${PYTHON:-python3}
 # torch and torchvision first, as a matched pair (PyPI's torchvision does not import beside every torch build)
 .venv/bin/python -c "import torch, torchvision" 2>/dev/null \
   || .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-.venv/bin/python -m pip install -q -e ".[test,plots]"
+.venv/bin/python -m pip install -q -e ".[experiments,test,plots]"
 bash scripts/install_learn2learn.sh .venv/bin/python
 echo "metagreedy is set up in .venv"

@@ -4,7 +4,7 @@ A task module (``tasks/<name>.py``) defines:
 
 - ``DESCRIPTION``: one line for ``train.py --help``.
 - ``DEFAULTS``: the settings whose default differs for this task, and only those (every setting,
-  with its common default, is declared once in ``metagreedy/config.py``).
+  with its common default, is declared once in ``metagreedy/harness/config.py``).
 - ``check(cfg)``: the checks of its settings that need no data (raise ``UsageError``); run before
   anything is built or written, so bad input is refused at once.
 - ``run_name(cfg)`` and ``run_group(cfg)``: the default run directory name and the W&B group.
@@ -20,7 +20,7 @@ from typing import Optional, Protocol
 
 from torch import Tensor
 
-from metagreedy.config import TASKS, UsageError
+from metagreedy.harness.config import TASKS, UsageError
 
 
 class Task(Protocol):

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 import metagreedy as mg
 from metagreedy import nn as mgnn
-from metagreedy.config import UsageError
+from metagreedy.harness.config import UsageError
 from metagreedy.data.cleaning import SPLIT_SIZES, make_cleaning_data
 from metagreedy.models import CleaningConvNet
 

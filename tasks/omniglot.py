@@ -16,7 +16,7 @@ from torch.func import vmap
 
 import metagreedy as mg
 from metagreedy import nn as mgnn
-from metagreedy.config import UsageError
+from metagreedy.harness.config import UsageError
 from metagreedy.cuda_graph import Replay
 from metagreedy.data import DataError
 from metagreedy.data.fewshot import DRAWINGS, IMAGE_SIZE, load_alphabets, make_tasksets, split_sizes
@@ -70,9 +70,8 @@ def choose_dataset(cfg) -> str:
 
 def choose_loop(cfg, device) -> str:
     """The inner-loop path for ``--loop auto``: on a GPU the vmapped meta-batch captured in a CUDA
-    graph (3.2x the eager batched path's tasks/s on an H200, itself 5-7x the per-task higher loop's
-    on an H100; hypergradients equal to 1e-14 in float64; ../docs/PERFORMANCE.md), on a CPU the
-    per-task higher loop (faster there). Resolved on each machine a run (re)starts on."""
+    graph (the fastest there, with the same hypergradients; the figures are in docs/PERFORMANCE.md),
+    on a CPU the per-task higher loop (faster there). Resolved on each machine a run (re)starts on."""
     if cfg.loop != "auto":
         return cfg.loop
     return "graph" if device.type == "cuda" else "higher"
@@ -95,7 +94,7 @@ class Task(TaskBase):
         else:
             self._data()  # training: bad data fails here, before anything is written
         self.replay = Replay(self.batched_estimate_on) if self.loop == "graph" else None
-        # NHWC convolutions: the per-task loop is about 1.3x faster on CPU (docs/PERFORMANCE.md); same numbers
+        # NHWC convolutions: the per-task loop is faster on CPU (docs/PERFORMANCE.md); same numbers
         self.format = torch.channels_last if cfg.memory_format == "channels_last" or (
             cfg.memory_format == "auto" and device.type == "cpu" and self.loop not in ("batched", "graph")) \
             else torch.contiguous_format

@@ -6,15 +6,10 @@ built-in synthetic alphabet), and the noisy-label MNIST / Fashion-MNIST splits o
     task = train[0]            # the same task on every machine for the same seed and index
     task.support_x, task.support_y, task.query_x, task.query_y
 """
-
-
-class DataError(Exception):
-    """Data missing, truncated or corrupt: reported as one line that says what to do."""
-
-
-from .fewshot import Episode, FewShotTasks, from_learn2learn, get_tasksets  # noqa: E402
-from .omniglot import load_omniglot  # noqa: E402
-from .synthetic import synthetic_alphabet  # noqa: E402
+from .common import DataError
+from .fewshot import Episode, FewShotTasks, from_learn2learn, get_tasksets
+from .omniglot import load_omniglot
+from .synthetic import synthetic_alphabet
 
 __all__ = ["DataError", "Episode", "FewShotTasks", "get_tasksets", "from_learn2learn", "load_omniglot",
            "synthetic_alphabet"]

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import tempfile
 from collections import OrderedDict
 from typing import Callable
 
@@ -72,17 +73,23 @@ def write(path: str, ident: str, tensor: Tensor, meta: dict) -> bool:
     payload = tensor.detach().cpu().contiguous().numpy().reshape(-1).view("uint8")  # its bytes, not a copy
     header = {"key": ident, "dtype": dtype, "shape": list(tensor.shape),
               "sha256": hashlib.sha256(payload).hexdigest(), "meta": meta}
-    from ..rundir import WriteError, write_atomic
-
-    def contents(fh):
-        fh.write(MAGIC + json.dumps(header).encode() + b"\n")
-        fh.write(payload)
-
+    tmp = None
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_atomic(path, contents, binary=True, unique=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".tmp")  # one per writer
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(MAGIC + json.dumps(header).encode() + b"\n")
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
         return True
-    except (OSError, WriteError):  # read-only, full or missing directory: the cache is an optimisation only
+    except OSError:  # read-only, full or missing directory: the cache is an optimisation only
+        try:
+            if tmp is not None:
+                os.remove(tmp)
+        except OSError:
+            pass
         return False
 
 

@@ -11,6 +11,9 @@ import torch
 from torch import Tensor
 
 from ..rng import keyed_generator
+from .common import DRAWINGS, IMAGE_SIZE  # noqa: F401  (re-exported: the tasks read them here)
+from .omniglot import load_omniglot
+from .synthetic import synthetic_alphabet
 
 
 class Episode(NamedTuple):
@@ -90,8 +93,6 @@ class FewShotTasks:
 
 
 OMNIGLOT_CLASSES = (964, 659)  # characters of the background and evaluation alphabets (the synthetic one's too)
-DRAWINGS = 20  # drawings of each character
-IMAGE_SIZE = 28  # the images of both alphabets, and what the networks take
 
 
 def _held_out(n: int, val_fraction: float) -> int:
@@ -114,9 +115,6 @@ def split_sizes(val_fraction: float, rotations: bool = False, classes: tuple[int
 def load_alphabets(name: str, root: str = "./data", synthetic_classes: tuple[int, int] = OMNIGLOT_CLASSES):
     """``(background, evaluation)`` uint8 images [classes, 20, 28, 28] of ``"omniglot"`` (read from
     ``root``) or ``"synthetic"`` (the built-in alphabet, with ``synthetic_classes`` classes)."""
-    from .omniglot import load_omniglot
-    from .synthetic import synthetic_alphabet
-
     if name == "omniglot":
         return load_omniglot(root, background=True)[0], load_omniglot(root, background=False)[0]
     if name == "synthetic":

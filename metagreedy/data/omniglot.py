@@ -11,15 +11,15 @@ import socket
 
 import torch
 
-from . import DataError
+from .common import DRAWINGS, IMAGE_SIZE, DataError, real_download_bar
 from .cache import cached
-from .fewshot import DRAWINGS, IMAGE_SIZE
 HOW_TO_GET = ("get Omniglot with `python -c \"import torchvision; torchvision.datasets.Omniglot('{root}', "
               "download=True)\"` on a machine with internet (or copy omniglot-py/images_background and "
               "images_evaluation under {root})")
 
 
 def _torchvision_omniglot():
+    real_download_bar()
     import torchvision
 
     class OmniglotFolders(torchvision.datasets.Omniglot):

@@ -12,7 +12,7 @@ import torch
 
 from ..rng import keyed_generator
 from .cache import cached
-from .fewshot import DRAWINGS, IMAGE_SIZE
+from .common import DRAWINGS, IMAGE_SIZE
 
 F32 = torch.float32  # fixed, so the alphabet does not depend on torch's default dtype
 GENERATOR_VERSION = 1  # part of the cache key: bump it whenever any drawing changes

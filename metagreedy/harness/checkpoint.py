@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import random
-import signal
 
 import numpy as np
 import torch
@@ -55,8 +54,9 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(run_dir: str, step: int, payload: dict) -> str:
-    """Write ``payload`` to ``run_dir/checkpoint.pt`` atomically (:func:`rundir.write_atomic`)."""
+def save(run_dir: str, step: int, payload: dict, hooks: faults.Hooks = faults.NONE) -> str:
+    """Write ``payload`` to ``run_dir/checkpoint.pt`` atomically (:func:`rundir.write_atomic`);
+    ``hooks``: the tests' faults (:mod:`metagreedy.harness.faults`)."""
     path = os.path.join(run_dir, LATEST)
 
     def write(fh):
@@ -64,11 +64,7 @@ def save(run_dir: str, step: int, payload: dict) -> str:
             torch.save({"format": FORMAT, **payload}, fh)
         except RuntimeError as e:  # torch's writer reports a full disk as a RuntimeError
             raise OSError(f"torch.save failed ({brief(str(e), 120)})") from None
-        faults.signal_at("checkpoint", step)
-        if faults.hit("kill_in_checkpoint", step):  # the tests' crash in mid-write
-            fh.truncate(fh.tell() // 2)
-            fh.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
+        hooks.mid_checkpoint(fh, step)
 
     try:
         write_atomic(path, write, binary=True, what=f"the checkpoint in {path_text(run_dir)}")

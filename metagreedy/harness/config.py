@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
+from ..estimators import METHODS
+
 
 class UsageError(Exception):
     """Bad input from the user: reported as one line, exit status 2."""
@@ -23,7 +25,7 @@ class UsageError(Exception):
 TASKS = ("omniglot", "hyper_cleaning", "toy", "long_horizon")
 ALL, FEWSHOT, CLEANING, LONG = TASKS, ("omniglot",), ("hyper_cleaning",), ("long_horizon",)
 WITH_DATA = ("omniglot", "hyper_cleaning", "long_horizon")
-METHOD_NAMES = ("greedy", "t1t2", "ift", "fo", "full", "truncated")  # metagreedy.METHODS; checked by the tests
+METHOD_NAMES = tuple(METHODS)  # the estimators' registry, metagreedy.METHODS
 AUTO = "auto"
 
 def brief(value: Any, limit: int = 60) -> str:

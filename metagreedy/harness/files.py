@@ -1,11 +1,11 @@
 """Every file of the project is read here, and checked against what it must hold before anything
-uses it: checkpoints (:mod:`metagreedy.checkpoint`), ``config.yaml``, ``summary.json``,
+uses it: checkpoints (:mod:`metagreedy.harness.checkpoint`), ``config.yaml``, ``summary.json``,
 ``metrics.jsonl``, and the campaign's ``cell.json``, ``curve.jsonl`` and plans.
 
 A file that is absent reads as ``None``. A file that is there but cannot be what it claims (a link,
 not a regular file, unreadable, too large, not UTF-8, not JSON or YAML, duplicate YAML keys, a value
 of the wrong type) raises :class:`FileDamaged`, which names the file and the problem: it is never
-taken as absent. The files are written by :func:`metagreedy.rundir.write_atomic`.
+taken as absent. The files are written by :func:`metagreedy.harness.rundir.write_atomic`.
 """
 from __future__ import annotations
 
