@@ -15,6 +15,7 @@ memory cell's peak from the kernel's VmHWM, reset just before the hypergradient.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -229,20 +230,36 @@ def cell(values, scale=100.0, digits=2):
     return f"{scale * m:.{digits}f}" + ("" if n == 1 else f" ± {scale * ci:.{digits}f}") + f" ({n})"
 
 
+def _group(ok: dict, T: int, label: str) -> list:
+    return [r for k, r in ok.items() if k.startswith(f"T{T}/{label}/")]
+
+
+def _named(T: int, row: str) -> str:
+    """The label of ``row`` at T (truncated(k) with its k)."""
+    return next((m for m in methods(T) if m.split("(")[0] == row), row)
+
+
 def report(args) -> None:
     runs_, cos, mem = load("runs.json"), load("cosines.json"), load("memory.json")
     steps = sorted({int(k.split("/")[0][1:]) for k in runs_})
     ok = {k: r for k, r in runs_.items() if r["status"] == 0 and "val_acc" in r["summary"]}
+    lines = _intro(ok) + _accuracy_tables(ok, steps) + _hyperparameter_table(ok, steps)
+    if draw(ok, steps):
+        lines += [f"![learned learning rates](long_horizon_lrs.png)", "",
+                  "Top: the learned learning rate of each layer at the end (geometric mean over seeds; the dotted line is the "
+                  "start, 0.05). Bottom: fc1's learning rate over the outer steps (geometric mean over seeds); in the "
+                  "runs reported here the rows of outer steps 9 and 19, which carry an evaluation, logged the value "
+                  "after their step (the flat segment at step 9; the task now logs evaluations without them).", ""]
+    if cos:
+        lines += _cosine_tables(cos)
+    if mem:
+        lines += _memory_tables(mem)
+    lines += _process_peaks(ok)
+    replace_section(os.path.join(ROOT, "docs", "RESULTS.md"), "long_horizon", "\n".join(lines))
+    print("\n".join(lines))
 
-    def group(T, label):
-        return [r for k, r in ok.items() if k.startswith(f"T{T}/{label}/")]
 
-    labels = [label.split("(")[0] for label in methods(10)]  # truncated's k differs with T
-
-    def named(T, row):
-        """The label of ``row`` at T (truncated(k) with its k)."""
-        return next((m for m in methods(T) if m.split("(")[0] == row), row)
-
+def _intro(ok: dict) -> list:
     lines = ["## Long horizons", "",
              "`tasks/long_horizon.py`: an MLP 784-64-64-10 (55,050 parameters) on MNIST, 10,000 training "
              "examples as the mini-batch pool (batch 64, a new batch at every inner step, indexed by t), 1,000 "
@@ -256,6 +273,13 @@ def report(args) -> None:
              "--data-root ./data` (each run's own command is in `results/long_horizon/runs.json`), then `python "
              "bench/long_horizon.py report`. " + f"{len(ok)} runs, {sum(r['cpu_s'] for r in ok.values()) / 60:.0f} CPU "
              "minutes in all (each run's own CPU seconds and command are in `results/long_horizon/runs.json`).", ""]
+    return lines
+
+
+def _accuracy_tables(ok: dict, steps: list) -> list:
+    group = functools.partial(_group, ok)
+    labels = [label.split("(")[0] for label in methods(10)]  # truncated's k differs with T
+    lines = []
     for metric, title in (("val_acc", "Validation accuracy (%)"), ("test_acc", "Test accuracy (%)")):
         lines += [f"### {title}", "", "| method | " + " | ".join(f"T={T}" for T in steps) + " |",
                   "| --- |" + " --- |" * len(steps)]
@@ -269,11 +293,17 @@ def report(args) -> None:
         for label in rows:
             cells = []
             for T in steps:
-                name = best.get(T) if label == "hand-tuned" else named(T, label)
+                name = best.get(T) if label == "hand-tuned" else _named(T, label)
                 values = [r["summary"][metric] for r in group(T, name)] if name else []
                 cells.append(cell(values) + (f" [{name[9:]}]" if label == "hand-tuned" and name else ""))
             lines.append(f"| {label + ('(T/10)' if label == 'truncated' else '')} | " + " | ".join(cells) + " |")
         lines.append("")
+    return lines
+
+
+def _hyperparameter_table(ok: dict, steps: list) -> list:
+    group = functools.partial(_group, ok)
+    lines = []
     lines += ["### Learned hyperparameters (mean over seeds)", "",
               "| T | method | lr fc1 | lr fc2 | lr fc3 | weight decay | CPU s per run |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for T in steps:
@@ -286,72 +316,79 @@ def report(args) -> None:
             lines.append(f"| {T} | {label} | " + " | ".join(f"{mean[f'lr_{n}']:.3g}" for n in LAYERS)
                          + f" | {mean['weight_decay']:.2g} | {cpu:.0f} |")
     lines.append("")
-    if draw(ok, steps):
-        lines += [f"![learned learning rates](long_horizon_lrs.png)", "",
-                  "Top: the learned learning rate of each layer at the end (geometric mean over seeds; the dotted line is the "
-                  "start, 0.05). Bottom: fc1's learning rate over the outer steps (geometric mean over seeds); in the "
-                  "runs reported here the rows of outer steps 9 and 19, which carry an evaluation, logged the value "
-                  "after their step (the flat segment at step 9; the task now logs evaluations without them).", ""]
-    if cos:
-        cos_steps = sorted({int(k.split("/")[0][1:]) for k in cos})
-        names = list(estimators(10))  # truncated's k differs with T: matched by the name before "("
-        lines += ["### Cosine with Full's hypergradient at the starting alpha", "",
-                  "`python bench/long_horizon.py cosines --data-root ./data`: at alpha_0 (lr 0.05 each layer, wd "
-                  "1e-4), the batches of outer step 0, one thread, float32; mean ± 95% CI over seeds (n); in "
-                  "brackets the CPU seconds of one estimate (mean). The vector is (d/d log lr per layer, d/d log wd). "
-                  "(FO is left out: the outer loss does not depend on alpha directly, so its estimate is zero.)",
-                  "", "| estimator | " + " | ".join(f"T={T}" for T in cos_steps) + " |", "| --- |" + " --- |" * len(cos_steps)]
-        for name in names:
-            cells = []
-            for T in cos_steps:
-                rows = [row for k, row in cos.items() if k.startswith(f"T{T}/")]
-                match = [r[m] for r in rows for m in r if m.split("(")[0] == name.split("(")[0]]
-                cells.append(cell([m["cosine"] for m in match], scale=1.0, digits=3)
-                             + (f" [{sum(m['cpu_s'] for m in match) / len(match):.2f} s]" if match else ""))
-            lines.append(f"| {name.split('(')[0] + ('(T/10)' if name.startswith('truncated') else '')} | "
-                         + " | ".join(cells) + " |")
-        lines += ["", "The direction each estimator moves the learning rates at alpha_0: the layers (of 3 per seed) whose "
-                  "d/d log lr has Full's sign, and how many of them ask for a smaller learning rate (a positive "
-                  "derivative of the validation loss), out of all seeds' layers.", "",
-                  "| estimator | " + " | ".join(f"T={T}: Full's sign / asks smaller" for T in cos_steps) + " |",
-                  "| --- |" + " --- |" * len(cos_steps)]
-        for name in names:
-            cells = []
-            for T in cos_steps:
-                rows = [row for k, row in cos.items() if k.startswith(f"T{T}/")]
-                pairs = [(r[m]["grad"][:len(LAYERS)], r["Full"]["grad"][:len(LAYERS)]) for r in rows for m in r
-                         if m.split("(")[0] == name.split("(")[0]]
-                same = sum((a > 0) == (b > 0) for g, f in pairs for a, b in zip(g, f))
-                smaller = sum(a > 0 for g, _ in pairs for a in g)
-                total = len(LAYERS) * len(pairs)
-                cells.append(f"{same}/{total} / {smaller}/{total}")
-            lines.append(f"| {name.split('(')[0] + ('(T/10)' if name.startswith('truncated') else '')} | "
-                         + " | ".join(cells) + " |")
-        lines.append("")
-    if mem:
-        mem_steps = sorted({int(k.split("/")[0][1:]) for k in mem})
-        lines += ["### Memory and time per hypergradient against T", "",
-                  "`python bench/long_horizon.py memory --data-root ./data`: one hypergradient of the task above in a "
-                  "fresh process per cell (`MALLOC_MMAP_THRESHOLD_=65536`, one thread; the kernel's peak RSS reset after "
-                  "the data is loaded and a one-step estimate has run): the memory the call adds (its peak RSS minus "
-                  "the RSS just before it), MiB, and its CPU seconds.", "",
-                  "| method | " + " | ".join(f"T={T}" for T in mem_steps) + " |", "| --- |" + " --- |" * len(mem_steps)]
-        for name in ("greedy 0.9", "T1-T2", "truncated", "Full"):
-            cells = []
-            for T in mem_steps:
-                r = next((v for k, v in mem.items() if k.startswith(f"T{T}/") and k.split("/")[1].split("(")[0] == name),
-                         None)
-                cells.append("-" if r is None else f"{(r['peak_rss'] - r['rss_before']) / MIB:.1f} MiB, {r['cpu_s']:.2f} s")
-            lines.append(f"| {name + ('(T/10)' if name == 'truncated' else '')} | " + " | ".join(cells) + " |")
-        lines.append("")
-    if mem:
-        over = sorted(int(k.split("/")[0][1:]) for k, r in mem.items() if k.endswith("/Full")
-                      and r["peak_rss"] - r["rss_before"] > CAP)
-        flat = [r["peak_rss"] - r["rss_before"] for k, r in mem.items() if k.split("/")[1] == "greedy 0.9"]
-        if over and flat:
-            lines += [f"**Full's memory wall.** With a cap of {CAP / MIB:.0f} MiB on the memory one hypergradient may "
-                      f"add, Full first exceeds it at T = {over[0]} (the table above), while greedy adds at most "
-                      f"{max(flat) / MIB:.1f} MiB at any T measured.", ""]
+    return lines
+
+
+def _cosine_tables(cos: dict) -> list:
+    lines = []
+    cos_steps = sorted({int(k.split("/")[0][1:]) for k in cos})
+    names = list(estimators(10))  # truncated's k differs with T: matched by the name before "("
+    lines += ["### Cosine with Full's hypergradient at the starting alpha", "",
+              "`python bench/long_horizon.py cosines --data-root ./data`: at alpha_0 (lr 0.05 each layer, wd "
+              "1e-4), the batches of outer step 0, one thread, float32; mean ± 95% CI over seeds (n); in "
+              "brackets the CPU seconds of one estimate (mean). The vector is (d/d log lr per layer, d/d log wd). "
+              "(FO is left out: the outer loss does not depend on alpha directly, so its estimate is zero.)",
+              "", "| estimator | " + " | ".join(f"T={T}" for T in cos_steps) + " |", "| --- |" + " --- |" * len(cos_steps)]
+    for name in names:
+        cells = []
+        for T in cos_steps:
+            rows = [row for k, row in cos.items() if k.startswith(f"T{T}/")]
+            match = [r[m] for r in rows for m in r if m.split("(")[0] == name.split("(")[0]]
+            cells.append(cell([m["cosine"] for m in match], scale=1.0, digits=3)
+                         + (f" [{sum(m['cpu_s'] for m in match) / len(match):.2f} s]" if match else ""))
+        lines.append(f"| {name.split('(')[0] + ('(T/10)' if name.startswith('truncated') else '')} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "The direction each estimator moves the learning rates at alpha_0: the layers (of 3 per seed) whose "
+              "d/d log lr has Full's sign, and how many of them ask for a smaller learning rate (a positive "
+              "derivative of the validation loss), out of all seeds' layers.", "",
+              "| estimator | " + " | ".join(f"T={T}: Full's sign / asks smaller" for T in cos_steps) + " |",
+              "| --- |" + " --- |" * len(cos_steps)]
+    for name in names:
+        cells = []
+        for T in cos_steps:
+            rows = [row for k, row in cos.items() if k.startswith(f"T{T}/")]
+            pairs = [(r[m]["grad"][:len(LAYERS)], r["Full"]["grad"][:len(LAYERS)]) for r in rows for m in r
+                     if m.split("(")[0] == name.split("(")[0]]
+            same = sum((a > 0) == (b > 0) for g, f in pairs for a, b in zip(g, f))
+            smaller = sum(a > 0 for g, _ in pairs for a in g)
+            total = len(LAYERS) * len(pairs)
+            cells.append(f"{same}/{total} / {smaller}/{total}")
+        lines.append(f"| {name.split('(')[0] + ('(T/10)' if name.startswith('truncated') else '')} | "
+                     + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _memory_tables(mem: dict) -> list:
+    lines = []
+    mem_steps = sorted({int(k.split("/")[0][1:]) for k in mem})
+    lines += ["### Memory and time per hypergradient against T", "",
+              "`python bench/long_horizon.py memory --data-root ./data`: one hypergradient of the task above in a "
+              "fresh process per cell (`MALLOC_MMAP_THRESHOLD_=65536`, one thread; the kernel's peak RSS reset after "
+              "the data is loaded and a one-step estimate has run): the memory the call adds (its peak RSS minus "
+              "the RSS just before it), MiB, and its CPU seconds.", "",
+              "| method | " + " | ".join(f"T={T}" for T in mem_steps) + " |", "| --- |" + " --- |" * len(mem_steps)]
+    for name in ("greedy 0.9", "T1-T2", "truncated", "Full"):
+        cells = []
+        for T in mem_steps:
+            r = next((v for k, v in mem.items() if k.startswith(f"T{T}/") and k.split("/")[1].split("(")[0] == name),
+                     None)
+            cells.append("-" if r is None else f"{(r['peak_rss'] - r['rss_before']) / MIB:.1f} MiB, {r['cpu_s']:.2f} s")
+        lines.append(f"| {name + ('(T/10)' if name == 'truncated' else '')} | " + " | ".join(cells) + " |")
+    lines.append("")
+    over = sorted(int(k.split("/")[0][1:]) for k, r in mem.items() if k.endswith("/Full")
+                  and r["peak_rss"] - r["rss_before"] > CAP)
+    flat = [r["peak_rss"] - r["rss_before"] for k, r in mem.items() if k.split("/")[1] == "greedy 0.9"]
+    if over and flat:
+        lines += [f"**Full's memory wall.** With a cap of {CAP / MIB:.0f} MiB on the memory one hypergradient may "
+                  f"add, Full first exceeds it at T = {over[0]} (the table above), while greedy adds at most "
+                  f"{max(flat) / MIB:.1f} MiB at any T measured.", ""]
+    return lines
+
+
+def _process_peaks(ok: dict) -> list:
+    group = functools.partial(_group, ok)
+    lines = []
     peaks = {(label, T): [r["peak_rss"] for r in group(T, label)] for label in ("greedy 0.9", "Full") for T in (100, 1000)}
     if all(peaks.values()):
         cells = [f"{label}: {max(peaks[label, 100]) / MIB:.0f} MiB at `--inner-steps 100`, "
@@ -363,8 +400,7 @@ def report(args) -> None:
                   + "; ".join(cells) + ". The process's peak is set by loading MNIST (about 1.2 GiB, once, before "
                   "training), which greedy's hypergradient never exceeds; the table above gives what the "
                   "hypergradient itself adds.", ""]
-    replace_section(os.path.join(ROOT, "docs", "RESULTS.md"), "long_horizon", "\n".join(lines))
-    print("\n".join(lines))
+    return lines
 
 
 def draw(ok: dict, steps: list) -> bool:
