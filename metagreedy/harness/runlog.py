@@ -148,6 +148,8 @@ class RunLog:
         if self.wandb is not None:
             try:
                 self.wandb.finish()
+                import wandb
+                wandb.teardown()  # wait for W&B's service process to write the run's file and exit
             except Exception as e:  # noqa: BLE001
                 self._wandb_failed(e)
             if self.mode == "offline":
