@@ -1,5 +1,5 @@
 """The method paper's numbers, as printed, for the tables our reports put beside them (one copy:
-bench/omniglot.py, bench/hyper_cleaning.py and bench/campaign.py all read them from here)."""
+the campaign's report reads them from here)."""
 
 # Table 3: meta-validation accuracy (%), few-shot Omniglot, 1-shot, by number of ways.
 TABLE3_WAYS = [2, 3, 5, 10]

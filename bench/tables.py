@@ -1,6 +1,6 @@
-"""Markdown tables over seeds, shared by bench/omniglot.py, bench/hyper_cleaning.py and
-bench/campaign.py: a cell (mean ± 95% CI over the finished seeds, plus notes on the others), the row
-that chooses gamma on validation as the paper does, and the paper's own rows."""
+"""Markdown tables over seeds for the campaign's report: a cell (mean ± 95% CI over the finished
+seeds, plus notes on the others), the row that chooses gamma on validation as the paper does, and
+the paper's own rows."""
 from __future__ import annotations
 
 from common import fmt, mean_ci

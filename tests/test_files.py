@@ -244,22 +244,22 @@ class Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_a_crafted_checkpoint_runs_nothing_in_the_bench_scripts(tmp_path):
-    """bench/hyper_cleaning.py --report-only reads run checkpoints as train.py does: refused, one line."""
+def test_a_crafted_checkpoint_runs_nothing_in_the_campaign(tmp_path):
+    """bench/campaign.py reads cell checkpoints as train.py does: a crafted one runs no code, and the
+    cell is shown damaged, not run over."""
     marker = tmp_path / "ran"
-    out = tmp_path / "bench"
-    run = out / "paper-vb0" / "mnist-0.3" / "greedy_0.9" / "seed0"
-    run.mkdir(parents=True)
-    (run / "summary.json").write_text(json.dumps({"status": "finished", "val_acc": 0.5, "test_acc": 0.5,
-                                                   "detect_f1": 0.5, "wall_time": 1.0}))
-    torch.save({"format": checkpoint.FORMAT, "hparams": {"alpha": Payload(str(marker))}}, run / checkpoint.LATEST)
-    proc = subprocess.run([os.sys.executable, os.path.join(ROOT, "bench", "hyper_cleaning.py"), "--report-only",
-                           "--out", str(out), "--datasets", "mnist", "--noise", "0.3", "--protocols", "paper",
-                           "--seeds", "0", "--data-root", str(tmp_path / "nodata")],
+    out = tmp_path / "results"
+    cell = out / "smoke" / "3way" / "greedy-0.9" / "seed0"
+    cell.mkdir(parents=True)
+    with open(os.path.join(ROOT, "configs", "campaign", "smoke.yaml")) as fh:
+        (out / "smoke" / "plan.yaml").write_text(fh.read())
+    torch.save({"format": checkpoint.FORMAT, "hparams": {"alpha": Payload(str(marker))}}, cell / checkpoint.LATEST)
+    proc = subprocess.run([os.sys.executable, os.path.join(ROOT, "bench", "campaign.py"), "status", "--out", str(out)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert not marker.exists()
-    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
-    assert "refusing to load it (loading it could run code)" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    line = next(text for text in proc.stdout.splitlines() if "smoke/3way/greedy-0.9/seed0" in text)
+    assert "damaged" in line
 
 
 def test_a_checkpoint_that_is_a_link_is_refused(tmp_path, capsys):
