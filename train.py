@@ -10,8 +10,9 @@
 ``run`` reads top to bottom: set up (settings -> task -> run directory and log), the outer loop
 (outer step, evaluate, checkpoint), then finish (final evaluation and summary). What a run carries
 from one outer step to the next is one :class:`RunState`, which converts to and from a checkpoint.
-Every setting is declared once, with its default and help, in metagreedy/harness/config.py
-(``python train.py --help``); what train.py asks of a task is written down in tasks/__init__.py.
+Every setting is declared once, with its default and help: those of every task in
+metagreedy/harness/config.py, each task's own in its module (``python train.py --help``); what
+train.py asks of a task is written down in tasks/__init__.py.
 """
 from __future__ import annotations
 
@@ -160,11 +161,10 @@ def set_up(argv, stop, world, hooks):
 def settings(argv):
     """``(cfg, run directory or None, resumed checkpoint or None)``; ``(None, ...)`` when the run to
     resume has finished already."""
-    import tasks
     from metagreedy.harness import checkpoint, config, rundir
-    invocation = config.parse(argv, tasks.all_defaults(), tasks.descriptions())
+    invocation = config.parse(argv)
     if not invocation.resume:
-        cfg = config.resolve_settings(invocation, tasks.defaults)
+        cfg = config.resolve_settings(invocation)
         if cfg.run_dir:  # the default one is made when the run starts writing
             rundir.check_usable(cfg.run_dir, new=True)
         return cfg, cfg.run_dir, None

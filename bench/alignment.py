@@ -10,8 +10,8 @@ I - eta H: the series eta sum_j (I - eta H)^j converges to H^-1 only when it is 
 K-th term grows like radius^K when it is above. Used to look into IFT(2)'s collapse in
 meta-training (docs/RESULTS.md).
 
-    python bench/alignment.py --data-root ./data --tasks 5 --spectrum
-    python bench/alignment.py --data-root ./data --run results/table3/5way/ift2/seed0
+    python -m bench.alignment --data-root ./data --tasks 5 --spectrum
+    python -m bench.alignment --data-root ./data --run results/table3/5way/ift2/seed0
 """
 from __future__ import annotations
 
@@ -22,8 +22,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from .common import ROOT
 
 import metagreedy as mg  # noqa: E402
 from metagreedy.harness import checkpoint  # noqa: E402

@@ -1,13 +1,14 @@
 """The campaign's report: the Table 3 and Table 2 sections of docs/RESULTS.md from the cells in DIR
-(``python bench/campaign.py report``)."""
+(``python -m bench.campaign report``)."""
 from __future__ import annotations
 
 import os
 
-import paper
-from campaign_plan import Plan, plans_in, resolved, shown, state
-from common import plot_curves, replace_section
-from tables import table
+from metagreedy.harness.campaign.plan import Plan, plans_in, resolved, shown, state
+
+from . import paper
+from .common import plot_curves, replace_section
+from .tables import table
 
 
 def report(args) -> int:
@@ -16,13 +17,13 @@ def report(args) -> int:
     for plan in sorted(plans_in(args.out, args.plan), key=_plan_order):
         by_task = {}
         for cell in plan.cells:
-            by_task.setdefault(resolved(cell.args).task, []).append(cell)
+            by_task.setdefault(resolved(cell.args, args.root).task, []).append(cell)
         for task, cells in by_task.items():
             if task in parts:
                 parts[task].append(experiment_text(plan, cells, LAYOUTS[task], args.out, doc_dir))
     for task, layout in LAYOUTS.items():
         body = parts[task] or [f"No plan with cells of this experiment has run into `{shown(args.out)}` yet: "
-                               f"`python bench/campaign.py run --plan configs/campaign/{layout['plan']}.yaml "
+                               f"`python -m bench.campaign run --plan configs/campaign/{layout['plan']}.yaml "
                                "--budget-s S` runs the next cells (README, *Campaign*)."]
         replace_section(args.doc, layout["section"], "\n\n".join([layout["title"], layout["intro"], *body]))
     print(f"wrote the campaign sections of {args.doc}")
@@ -109,7 +110,7 @@ def experiment_text(plan: Plan, cells: list, layout: dict, out: str, doc_dir: st
     devices = list(dict.fromkeys(d for c in cells for d in states[c]["devices"]))
     hours = sum(states[c]["seconds"] for c in cells) / 3600
     text = [f"### Plan `{plan.name}`", "",
-            f"`python bench/campaign.py run --plan configs/campaign/{plan.name}.yaml --budget-s S` (cells under "
+            f"`python -m bench.campaign run --plan configs/campaign/{plan.name}.yaml --budget-s S` (cells under "
             f"`{shown(os.path.join(out, plan.name))}`; the first runs `python train.py {' '.join(cells[0].args)}`). "
             f"{finished} of {len(cells)} cells finished; {hours:.2f} h of training so far on "
             f"{', '.join(devices) or 'no device yet'}. Ours: mean ± 95% CI (Student's t) over the finished seeds "

@@ -1,18 +1,27 @@
-"""Helpers for the bench scripts: run train.py in-process or as a subprocess, read its outputs."""
+"""Helpers for the bench scripts: child processes of the checkout, run outputs, tables, figures."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from metagreedy.harness import files
+from metagreedy.harness.rundir import write_atomic, write_text
+from metagreedy.stats import mean_ci95
 
-from metagreedy.harness import files  # noqa: E402
-from metagreedy.harness.rundir import open_append, write_atomic, write_text  # noqa: E402
-from metagreedy.stats import mean_ci95  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout
 
 _said = []  # what has been said once in this process
+
+
+def python_module(name: str) -> list[str]:
+    """The command that runs the bench module ``name`` (``bench.memory``) as ``python -m`` does from
+    the checkout; pass ``env=child_env()`` and ``cwd=ROOT`` with it."""
+    return [sys.executable, "-m", name]
+
+
+def child_env(**extra) -> dict:
+    """The environment of a child process of the checkout: ROOT importable (``tasks``, ``bench``)."""
+    return {**os.environ, "PYTHONPATH": ROOT, **extra}
 
 
 def guarded(main) -> int:
@@ -24,8 +33,7 @@ def guarded(main) -> int:
     from metagreedy.data import DataError
     from metagreedy.harness.rundir import WriteError
     try:
-        main()
-        return 0
+        return main() or 0
     except (UsageError, CheckpointError, DataError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
@@ -35,38 +43,6 @@ def guarded(main) -> int:
     except KeyboardInterrupt:
         print("interrupted; every file already written is whole", file=sys.stderr)
         return 130
-
-
-def run_train(args: list[str], run_dir: str, threads: int | None = None, log_path: str | None = None):
-    """``python train.py ARGS --run-dir RUN_DIR`` in a fresh process, or ``--resume RUN_DIR`` when
-    an earlier attempt left a checkpoint there (a run directory takes one run); returns a Popen."""
-    env = {**os.environ, "PYTHONPATH": ROOT, "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled")}
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    out = open_append(log_path) if log_path else open(os.devnull, "a")
-    flags = ["--resume", run_dir] if os.path.exists(os.path.join(run_dir, "checkpoint.pt")) else [*args, "--run-dir",
-                                                                                                  run_dir]
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *flags, "--no-progress"], env=env,
-                            stdout=out, stderr=subprocess.STDOUT)
-
-
-def run_all(jobs: list[tuple[list[str], str]], parallel: int = 1, threads: int | None = None) -> None:
-    """Run (args, run_dir) jobs, ``parallel`` at a time, skipping those with a finished summary."""
-    pending = [(a, d) for a, d in jobs if not finished(d)]
-    running = []
-    while pending or running:
-        while pending and len(running) < parallel:
-            args, run_dir = pending.pop(0)
-            os.makedirs(os.path.dirname(run_dir) or ".", exist_ok=True)
-            running.append((run_train(args, run_dir, threads, run_dir + ".log"), run_dir))
-        proc, run_dir = running.pop(0)
-        rc = proc.wait()
-        print(f"{'done' if rc == 0 else f'FAILED ({rc})'}: {run_dir}", flush=True)
-
-
-def finished(run_dir: str) -> bool:
-    s = summary(run_dir)
-    return s is not None and s.get("status") == "finished"
 
 
 def summary(run_dir: str):

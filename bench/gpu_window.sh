@@ -34,10 +34,10 @@ for f in "$data"/*/raw/*.gz; do [ -f "$f" ] && [ ! -f "${f%.gz}" ] && gunzip -k 
   $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
   if [ "${MEASURE:-1}" = 1 ]; then  # MEASURE=0: the whole window for the campaign
   echo "== throughput ($(left) s left)"
-  timeout $(( $(left) * 3 / 10 )) $PY bench/throughput.py --device $device --seconds "${SECONDS_EACH:-5}" \
+  timeout $(( $(left) * 3 / 10 )) $PY -m bench.throughput --device $device --seconds "${SECONDS_EACH:-5}" \
     --meta-batch "${META_BATCH:-16}" --parallel 4 || echo "throughput did not finish"
   echo "== precision ($(left) s left)"
-  timeout $(( $(left) / 4 )) $PY bench/precision.py --device $device --steps ${PRECISION_STEPS:-5 20} --tasks 8 \
+  timeout $(( $(left) / 4 )) $PY -m bench.precision --device $device --steps ${PRECISION_STEPS:-5 20} --tasks 8 \
     --data-root "$data" || echo "precision did not finish"
   fi
   if [ "${MPS:-0}" = 1 ]; then
@@ -51,13 +51,13 @@ for f in "$data"/*/raw/*.gz; do [ -f "$f" ] && [ ! -f "${f%.gz}" ] && gunzip -k 
   end=$(( $(left) - 30 ))
   for spec in "${plans[@]}"; do
     plan=${spec%%:*}; n=${PARALLEL:-2}; [ "$spec" != "$plan" ] && n=${spec##*:}
-    $PY bench/campaign.py run --plan "$plan" --budget-s $end --parallel "$n" --device $device --data-root "$data" \
+    $PY -m bench.campaign run --plan "$plan" --budget-s $end --parallel "$n" --device $device --data-root "$data" \
       --threads "${THREADS:-0}" > "$out/$(basename "$plan" .yaml).log" 2>&1 || echo "campaign $plan ended with an error" &
   done
   wait
   for spec in "${plans[@]}"; do tail -n 30 "$out/$(basename "${spec%%:*}" .yaml).log"; done
-  $PY bench/campaign.py report
-  $PY bench/campaign.py status
+  $PY -m bench.campaign report
+  $PY -m bench.campaign status
 } 2>&1 | tee "$out/window.log"
 tar czf "$out/window.tgz" results docs
 echo "packed $(du -h "$out/window.tgz" | cut -f1) in $(( $(date +%s) - start )) s"

@@ -1,10 +1,10 @@
 """The long-horizon experiment (docs/RESULTS.md, "Long horizons"): per-layer learning rates and weight
 decay of an MLP on MNIST mini-batches through T in {10, 100, 1000} inner steps (tasks/long_horizon.py).
 
-    python bench/long_horizon.py runs --data-root ./data      # train.py: T x method x seed, and the fixed lrs
-    python bench/long_horizon.py cosines --data-root ./data   # each estimator against Full at the starting alpha
-    python bench/long_horizon.py memory --data-root ./data    # peak memory and seconds per hypergradient vs T
-    python bench/long_horizon.py report                       # the RESULTS.md section and docs/long_horizon_lrs.png
+    python -m bench.long_horizon runs --data-root ./data      # train.py: T x method x seed, and the fixed lrs
+    python -m bench.long_horizon cosines --data-root ./data   # each estimator against Full at the starting alpha
+    python -m bench.long_horizon memory --data-root ./data    # peak memory and seconds per hypergradient vs T
+    python -m bench.long_horizon report                       # the RESULTS.md section and docs/long_horizon_lrs.png
 
 Each step writes its raw numbers to results/long_horizon/*.json (kept as they come, so an
 interrupted step resumes where it stopped); ``report`` reads only those files. Every train.py run
@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from common import ROOT, fmt, mean_ci, metrics, replace_section, summary
+from .common import ROOT, child_env, python_module, fmt, mean_ci, metrics, replace_section, summary
 
 from metagreedy.rundir import write_atomic
 
@@ -67,7 +67,7 @@ def save(name: str, data: dict) -> None:
 
 def spawn(argv: list[str], log: str):
     out = open(log, "w")
-    proc = subprocess.Popen([sys.executable, *argv], env={**os.environ, "PYTHONPATH": ROOT, **ENV}, cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, *argv], env=child_env(**ENV), cwd=ROOT,
                             stdout=out, stderr=subprocess.STDOUT)
     out.close()
     return proc
@@ -136,7 +136,7 @@ def build_task(T: int, seed: int, data_root: str):
     import tasks
     from metagreedy import config
     cfg = config.resolve(["--task", "long_horizon", "--inner-steps", str(T), "--seed", str(seed), "--data-root",
-                          data_root], tasks.defaults)
+                          data_root])
     torch.manual_seed(seed)
     return tasks.load("long_horizon").Task(cfg, torch.device("cpu"), torch.float32)
 
@@ -209,9 +209,9 @@ def memory(args) -> None:
             key = f"T{T}/{label}"
             if key in record or (label == "Full" and T > args.full_max):
                 continue
-            out = subprocess.run([sys.executable, __file__, "child", "--T", str(T), "--label", label, "--data-root",
-                                  args.data_root], capture_output=True, text=True, cwd=ROOT,
-                                 env={**os.environ, "PYTHONPATH": ROOT, **ENV})
+            out = subprocess.run([*python_module("bench.long_horizon"), "child", "--T", str(T), "--label", label,
+                                  "--data-root", args.data_root], capture_output=True, text=True, cwd=ROOT,
+                                 env=child_env(**ENV))
             if out.returncode != 0:
                 print(out.stderr[-2000:], file=sys.stderr)
                 continue
@@ -269,9 +269,9 @@ def _intro(ok: dict) -> list:
              "float32, one thread. Accuracy: T steps with the final alpha on a fixed set of batches, mean ± 95% CI "
              "over seeds (n). *fixed lr* rows: `--outer-steps 0`, no tuning; the *hand-tuned* row takes, at each T, "
              "the constant learning rate with the best mean validation accuracy among " +
-             ", ".join(f"{lr:g}" for lr in FIXED_LRS) + ". Commands: `python bench/long_horizon.py runs "
-             "--data-root ./data` (each run's own command is in `results/long_horizon/runs.json`), then `python "
-             "bench/long_horizon.py report`. " + f"{len(ok)} runs, {sum(r['cpu_s'] for r in ok.values()) / 60:.0f} CPU "
+             ", ".join(f"{lr:g}" for lr in FIXED_LRS) + ". Commands: `python -m bench.long_horizon runs "
+             "--data-root ./data` (each run's own command is in `results/long_horizon/runs.json`), then `python -m "
+             "bench.long_horizon report`. " + f"{len(ok)} runs, {sum(r['cpu_s'] for r in ok.values()) / 60:.0f} CPU "
              "minutes in all (each run's own CPU seconds and command are in `results/long_horizon/runs.json`).", ""]
     return lines
 
@@ -324,7 +324,7 @@ def _cosine_tables(cos: dict) -> list:
     cos_steps = sorted({int(k.split("/")[0][1:]) for k in cos})
     names = list(estimators(10))  # truncated's k differs with T: matched by the name before "("
     lines += ["### Cosine with Full's hypergradient at the starting alpha", "",
-              "`python bench/long_horizon.py cosines --data-root ./data`: at alpha_0 (lr 0.05 each layer, wd "
+              "`python -m bench.long_horizon cosines --data-root ./data`: at alpha_0 (lr 0.05 each layer, wd "
               "1e-4), the batches of outer step 0, one thread, float32; mean ± 95% CI over seeds (n); in "
               "brackets the CPU seconds of one estimate (mean). The vector is (d/d log lr per layer, d/d log wd). "
               "(FO is left out: the outer loss does not depend on alpha directly, so its estimate is zero.)",
@@ -363,7 +363,7 @@ def _memory_tables(mem: dict) -> list:
     lines = []
     mem_steps = sorted({int(k.split("/")[0][1:]) for k in mem})
     lines += ["### Memory and time per hypergradient against T", "",
-              "`python bench/long_horizon.py memory --data-root ./data`: one hypergradient of the task above in a "
+              "`python -m bench.long_horizon memory --data-root ./data`: one hypergradient of the task above in a "
               "fresh process per cell (`MALLOC_MMAP_THRESHOLD_=65536`, one thread; the kernel's peak RSS reset after "
               "the data is loaded and a one-step estimate has run): the memory the call adds (its peak RSS minus "
               "the RSS just before it), MiB, and its CPU seconds.", "",
@@ -460,5 +460,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     main()

@@ -7,8 +7,8 @@ the system, so RSS tracks live memory). Reported: the process's peak RSS, and th
 just before the hypergradient (what the method itself adds). On a GPU (``--device cuda``) it reports
 ``torch.cuda.max_memory_allocated`` instead.
 
-    python bench/memory.py                    # writes the memory section of docs/RESULTS.md
-    python bench/memory.py --net hyper-cleaning omniglot --steps 5 10 20 50 100   # PERFORMANCE.md
+    python -m bench.memory                    # writes the memory section of docs/RESULTS.md
+    python -m bench.memory --net hyper-cleaning omniglot --steps 5 10 20 50 100   # PERFORMANCE.md
 """
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from .common import ROOT, child_env, python_module
 
 
 def problem(net: str, device: str):
@@ -60,7 +59,7 @@ def child(net_name: str, method: str, T: int, device: str) -> dict:
     import torch
 
     import metagreedy as mg
-    from perf import METHODS
+    from .perf import METHODS
 
     train_loss, val_loss, params, hparams = problem(net_name, device)
 
@@ -87,7 +86,7 @@ def child(net_name: str, method: str, T: int, device: str) -> dict:
 
 
 def main():
-    from perf import METHODS
+    from .perf import METHODS
     p = argparse.ArgumentParser()
     p.add_argument("--net", nargs="+", default=["mlp"], choices=["mlp", "hyper-cleaning", "omniglot"])
     p.add_argument("--methods", nargs="+", default=None, help=f"default: greedy and full on the mlp, else {list(METHODS)}")
@@ -99,15 +98,15 @@ def main():
     if args.child:
         print(json.dumps(child(args.child[0], args.child[1], int(args.child[2]), args.device)))
         return
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    env = child_env(MALLOC_MMAP_THRESHOLD_="65536")
     results = []
     for net in args.net:
         for method in args.methods or (["greedy", "full"] if net == "mlp" else list(METHODS)):
             for T in args.steps:
                 if METHODS[method].get("k", 0) > T:
                     continue
-                out = subprocess.run([sys.executable, __file__, "--child", net, method, str(T), "--device", args.device],
-                                     capture_output=True, text=True, env=env, check=True)
+                out = subprocess.run([*python_module("bench.memory"), "--child", net, method, str(T), "--device",
+                                      args.device], capture_output=True, text=True, env=env, cwd=ROOT, check=True)
                 results.append(json.loads(out.stdout.strip().splitlines()[-1]))
                 r = results[-1]
                 print(f"{net} {method:12s} T={T:4d} peak RSS {r['peak_rss'] / 2**20:8.1f} MiB  "
@@ -120,10 +119,10 @@ def main():
 
 
 def write(results, args):
-    from common import replace_section
+    from .common import replace_section
     mib = 2**20
     lines = ["## Memory as T grows", "",
-             f"`python bench/memory.py` (device: {args.device}; an MLP 784-1250-10 with 994,760 parameters, "
+             f"`python -m bench.memory` (device: {args.device}; an MLP 784-1250-10 with 994,760 parameters, "
              "256 per-example weights as hyperparameters, momentum SGD; a fresh process per row with "
              "`MALLOC_MMAP_THRESHOLD_=65536`). *Peak RSS* is the whole process (torch itself included); "
              "*added* is the peak minus the RSS just before the hypergradient call.", "",
@@ -134,7 +133,6 @@ def write(results, args):
         first.setdefault(r["method"], r["peak_rss"])
         lines.append(f"| {r['method']} | {r['T']} | {r['peak_rss'] / mib:.1f} | {(r['peak_rss'] - r['rss_before']) / mib:.1f}"
                      f" | {100 * (r['peak_rss'] / first[r['method']] - 1):+.1f}% | {r['seconds']:.2f} |")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     replace_section(os.path.join(ROOT, "docs", "RESULTS.md"), "memory", "\n".join(lines))
 
 
@@ -144,12 +142,12 @@ def _peak(r, device):
 
 def write_nets(results, args):
     """PERFORMANCE.md: per network, a row per method, a column per T."""
-    from common import replace_section
+    from .common import replace_section
     mib, steps = 2**20, sorted({r["T"] for r in results})
     what = ("`torch.cuda.max_memory_allocated`" if args.device == "cuda" else
             "peak RSS of a fresh process per cell (`MALLOC_MMAP_THRESHOLD_=65536`), the memory the call adds "
             "(peak minus the RSS just before it) and, in brackets, the whole process's peak against T = %d" % steps[0])
-    lines = [f"`python bench/memory.py --net {' '.join(dict.fromkeys(r['net'] for r in results))} --steps "
+    lines = [f"`python -m bench.memory --net {' '.join(dict.fromkeys(r['net'] for r in results))} --steps "
              f"{' '.join(map(str, steps))} --device {args.device}`: {what}; MiB.", ""]
     for net in dict.fromkeys(r["net"] for r in results):
         lines += [f"### {net} net", "", "| method | " + " | ".join(f"T={T}" for T in steps) + " |",
@@ -173,5 +171,4 @@ def write_nets(results, args):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     main()

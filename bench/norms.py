@@ -5,8 +5,8 @@ logged outer steps of its finished cells (each keeps every evaluation row and ab
 ``val_loss`` is above chance (log of the number of ways: the adapted network is worse than a
 uniform guess), and the last evaluation's accuracy. Used for IFT's Neumann step (docs/RESULTS.md).
 
-    python bench/norms.py --plan ift_neumann
-    python bench/norms.py --plan table3_mb1 --figure docs/table3_mb1_norms.png
+    python -m bench.norms --plan ift_neumann
+    python -m bench.norms --plan table3_mb1 --figure docs/table3_mb1_norms.png
 """
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import math
 import os
 import statistics
 
-from campaign_plan import DEFAULT_OUT, load_plan, resolved, state
-from common import metrics
+from metagreedy.harness.campaign.plan import load_plan, resolved, state
+
+from .common import ROOT, metrics
 
 
 def summarise(plan, out: str) -> list[dict]:
@@ -68,7 +69,7 @@ def figure(plan, out: str, path: str) -> None:
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--plan", required=True, help="a plan's name: its cells are DIR/<plan>/...")
-    p.add_argument("--out", default=DEFAULT_OUT, help="the campaign's directory (default results/)")
+    p.add_argument("--out", default=os.path.join(ROOT, "results"), help="the campaign's directory (default results/)")
     p.add_argument("--figure", help="also draw the finished cells' logged hypergradient norms into this PNG")
     args = p.parse_args()
     plan = load_plan(os.path.join(args.out, args.plan, "plan.yaml"))

@@ -8,7 +8,7 @@ grows, for each method, for the exact hypergradient through ``higher.innerloop_c
 the floor: T plain inner steps with no hypergradient. Then the Omniglot meta-training throughput
 (tasks per second at meta-batch 16) of the per-task ``higher`` loop against the batched path.
 
-    python bench/perf.py                 # writes docs/PERFORMANCE.md's tables
+    python -m bench.perf                 # writes docs/PERFORMANCE.md's tables
 """
 from __future__ import annotations
 
@@ -21,8 +21,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from .common import ROOT
 
 import metagreedy as mg  # noqa: E402
 from metagreedy import nn as mgnn  # noqa: E402
@@ -177,8 +176,7 @@ def omniglot_throughput(device, repeats, meta_batch=16):
     for label, flags in PATHS.items():
         for method, options in THROUGHPUT.items():
             cfg = config.resolve(["--task", "omniglot", "--queries", "15", "--meta-batch", str(meta_batch), *options,
-                                  *flags],
-                                 tasks.defaults)
+                                  *flags])
             task = tasks.load("omniglot").Task(cfg, device, torch.float32, tasksets=tasksets)
             seconds, _ = timed(lambda: task.hypergradient(0, list(range(meta_batch))), repeats, device)
             out[(label, method)] = meta_batch / seconds
@@ -208,9 +206,9 @@ def kernel_share(fn) -> float:
 
 
 def write(tables, throughput, args, have_torchopt):
-    from common import replace_section
+    from .common import replace_section
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
-    lines = [f"Device: {device}; torch {torch.__version__}; `python bench/perf.py --device {args.device} "
+    lines = [f"Device: {device}; torch {torch.__version__}; `python -m bench.perf --device {args.device} "
              f"--repeats {args.repeats}` (median of {args.repeats}). The floor is `method=\"fo\"`: T inner steps and one validation "
              f"gradient. torchopt: {'installed' if have_torchopt else 'not installed, its row is missing'}.", "",
              *sum(([t, ""] for t in tables), []),
@@ -230,5 +228,4 @@ def write(tables, throughput, args, have_torchopt):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     main()

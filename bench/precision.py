@@ -7,8 +7,8 @@ also with TF32 convolutions and matmuls switched on (cuDNN's default for convolu
 float64 reference is checked against the CPU's float64 result. Tasks come from the built-in synthetic
 alphabet unless --data-root points at Omniglot.
 
-    python bench/precision.py --device cuda             # writes docs/PERFORMANCE.md's precision section
-    python bench/precision.py --device cpu --steps 5 20
+    python -m bench.precision --device cuda             # writes docs/PERFORMANCE.md's precision section
+    python -m bench.precision --device cpu --steps 5 20
 """
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from .common import ROOT
 
 import metagreedy as mg  # noqa: E402
 from metagreedy import nn as mgnn  # noqa: E402
@@ -87,11 +86,10 @@ def measure(device, steps, n_tasks, data_root):
 
 
 def write(rows, source, args, device):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from common import replace_section
+    from .common import replace_section
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     modes = [k for k in rows[0] if k not in ("T", "method", "float64 vs CPU")]
-    lines = [f"Device: {name}; torch {torch.__version__}; `python bench/precision.py --device {args.device} "
+    lines = [f"Device: {name}; torch {torch.__version__}; `python -m bench.precision --device {args.device} "
              f"--steps {' '.join(map(str, args.steps))} --tasks {args.tasks}"
              f"{' --data-root ' + args.data_root if args.data_root else ''}`; {args.tasks} tasks from {source}. "
              "Relative difference ||g - g64|| / ||g64|| of the hypergradient (all warp layers) from the float64 "

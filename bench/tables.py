@@ -3,8 +3,8 @@ seeds, plus notes on the others), the row that chooses gamma on validation as th
 the paper's own rows."""
 from __future__ import annotations
 
-from common import fmt, mean_ci
-from paper import NAMES
+from .common import fmt, mean_ci
+from .paper import NAMES
 
 
 def line(cells) -> str:

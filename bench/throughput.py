@@ -11,8 +11,8 @@ hypergradient, the host syncs), in 5-way tasks per second, for:
   the episodes are copied into the graph's input buffers), checked against the eager result;
 - several processes side by side on one GPU (how the campaign runs its cells), eager and graphed.
 
-    python bench/throughput.py --device cuda             # writes docs/PERFORMANCE.md's throughput section
-    python bench/throughput.py --device cpu --seconds 2 --no-write   # a rehearsal (no graphs on a CPU)
+    python -m bench.throughput --device cuda             # writes docs/PERFORMANCE.md's throughput section
+    python -m bench.throughput --device cpu --seconds 2 --no-write   # a rehearsal (no graphs on a CPU)
 """
 from __future__ import annotations
 
@@ -25,8 +25,7 @@ import time
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from .common import ROOT, child_env, python_module
 
 from metagreedy.harness import config  # noqa: E402
 
@@ -36,7 +35,7 @@ def make_task(meta_batch, method, device, dtype, loop="batched"):
     from metagreedy.data import get_tasksets
     tasksets = get_tasksets("synthetic", 5, 1, 10, synthetic_classes=(100, 20))
     cfg = config.resolve(["--task", "omniglot", "--meta-batch", str(meta_batch), "--loop", loop,
-                          *method.split()], tasks.defaults)
+                          *method.split()])
     return tasks.load("omniglot").Task(cfg, device, dtype, tasksets=tasksets)
 
 
@@ -83,9 +82,10 @@ def side_by_side(n, mode, meta_batch, method, device, seconds):
     the CPU's threads shared among them (as bench/campaign.py runs its cells)."""
     start_at = time.time() + 30  # after every process has built its task and warmed up
     threads = max(1, (os.cpu_count() or 1) // n)
-    procs = [subprocess.Popen([sys.executable, __file__, "--worker", mode, f"--method={method}", "--device", str(device),
-                               "--meta-batch", str(meta_batch), "--seconds", str(seconds), "--start-at", str(start_at)],
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    procs = [subprocess.Popen([*python_module("bench.throughput"), "--worker", mode, f"--method={method}", "--device",
+                               str(device), "--meta-batch", str(meta_batch), "--seconds", str(seconds), "--start-at",
+                               str(start_at)], stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                              env=child_env(OMP_NUM_THREADS=str(threads)))
              for _ in range(n)]
     rates = [json.loads(p.communicate()[0].strip().splitlines()[-1])["tasks_per_s"] for p in procs]
     return sum(rates), rates
@@ -143,9 +143,9 @@ def main():
                 lambda: (lambda total, each: f"{total:.1f} ({', '.join(f'{r:.1f}' for r in each)})")(
                     *side_by_side(n, mode, mb, args.method, device, args.seconds)))
     if not args.no_write:
-        from common import replace_section
+        from .common import replace_section
         name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
-        lines = [f"Device: {name}; torch {torch.__version__}; `python bench/throughput.py --device {args.device} "
+        lines = [f"Device: {name}; torch {torch.__version__}; `python -m bench.throughput --device {args.device} "
                  f"--seconds {args.seconds:g} --meta-batch {args.meta_batch} --parallel {' '.join(map(str, args.parallel))} --parts {' '.join(args.parts)}`; method "
                  f"`{args.method}`, 5-way 1-shot, 10 queries per class, T = 5, batched path; an outer step as "
                  "train.py runs it (episodes to the device, hypergradient, host syncs).", "",
@@ -155,5 +155,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     main()

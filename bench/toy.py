@@ -1,7 +1,11 @@
 """The toy problem's figure and table (method paper, figure 2): validation loss and cosine to the
 exact hypergradient over 1000 outer steps, for T in {5, 10, 20} and every method.
 
-    python bench/toy.py            # writes docs/toy.png and the toy section of docs/RESULTS.md
+    python -m bench.toy            # runs configs/campaign/toy.yaml; writes docs/toy.png and the toy section of docs/RESULTS.md
+
+The runs are the cells of a campaign plan (resumable): the campaign's records under
+runs/toy/results/ and each run's full metrics under runs/toy/full/, which the figure needs (a
+committed campaign keeps only a thinned curve). Minutes of CPU: not committed.
 """
 from __future__ import annotations
 
@@ -9,49 +13,43 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
-from common import ROOT, guarded, metrics, pyplot, replace_section, run_all, save_figure
+from metagreedy.harness.campaign.plan import load_plan, resolved, state
+
+from .campaign import main as campaign
+from .common import ROOT, guarded, metrics, pyplot, replace_section, save_figure
 
 EARLY = 100
-METHODS = {
-    "Full": ["--method", "full"],
-    "T1-T2": ["--method", "t1t2"],
-    "IFT(2)": ["--method", "ift", "--terms", "2"],
-    "IFT(5)": ["--method", "ift", "--terms", "5"],
-    "greedy 0.9": ["--method", "greedy", "--gamma", "0.9"],
-    "greedy 0.5": ["--method", "greedy", "--gamma", "0.5"],
-    "greedy 0.3": ["--method", "greedy", "--gamma", "0.3"],
-    "greedy final 0.9": ["--method", "greedy", "--gamma", "0.9", "--variant", "final"],
-}
+PLAN = os.path.join(ROOT, "configs", "campaign", "toy.yaml")
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20])
-    p.add_argument("--outer-steps", type=int, default=1000)
-    p.add_argument("--out", default=os.path.join(ROOT, "runs", "bench-toy"))
+    p.add_argument("--out", default=os.path.join(ROOT, "runs", "toy"), help="where the runs go")
     p.add_argument("--parallel", type=int, default=2)
+    p.add_argument("--budget-s", type=float, default=3600)
     args = p.parse_args()
-    t0 = time.time()
-    jobs = [(["--config", os.path.join(ROOT, "configs", "toy.yaml"), "--inner-steps", str(T), "--outer-steps",
-              str(args.outer_steps), "--checkpoint-every", str(args.outer_steps), "--wandb", "disabled", *flags],
-             os.path.join(args.out, f"T{T}", name.replace(" ", "_").replace("(", "").replace(")", "")))
-            for T in args.steps for name, flags in METHODS.items()]
-    run_all(jobs, parallel=args.parallel, threads=1)
-    wall = time.time() - t0
-    results = {(T, name): metrics(d) for (_, d), (T, name) in zip(jobs, [(T, n) for T in args.steps for n in METHODS])}
-    plot(results, args.steps, os.path.join(ROOT, "docs", "toy.png"))
-    table(results, args.steps, args.outer_steps, wall)
+    out, keep = os.path.join(args.out, "results"), os.path.join(args.out, "full")
+    rc = campaign(["run", "--plan", PLAN, "--budget-s", str(args.budget_s), "--parallel", str(args.parallel),
+                   "--threads", "1", "--device", "cpu", "--out", out, "--keep", keep])
+    if rc != 0:
+        return rc
+    plan = load_plan(PLAN)
+    results = {(dict(c.setting)["T"], c.method): metrics(os.path.join(keep, c.path)) for c in plan.cells}
+    seconds = sum(state(c, out)["seconds"] for c in plan.cells)
+    steps = sorted({T for T, _ in results})
+    plot(results, plan.methods, steps, os.path.join(ROOT, "docs", "toy.png"))
+    table(results, plan.methods, steps, resolved(plan.cells[0].args, ROOT).outer_steps, seconds)
+    return 0
 
 
-def plot(results, steps, path):
+def plot(results, methods, steps, path):
     plt = pyplot()
     if plt is None:
         return
     fig, axes = plt.subplots(2, len(steps), figsize=(5 * len(steps), 7), squeeze=False)
     for j, T in enumerate(steps):
-        for name in METHODS:
+        for name in methods:
             rows = results[(T, name)]
             x = [r["step"] for r in rows]
             axes[0][j].plot(x, [r["val_loss"] for r in rows], label=name, lw=1.2)
@@ -67,10 +65,11 @@ def plot(results, steps, path):
     save_figure(fig, path)
 
 
-def table(results, steps, outer_steps, wall):
+def table(results, methods, steps, outer_steps, seconds):
     lines = ["## Toy problem (figure 2)", "",
-             f"`python bench/toy.py` ({outer_steps} outer steps per run, inner and outer SGD with lr 0.1, "
-             f"float64; all {len(results)} runs took {wall / 60:.1f} min on 2 CPU cores). Per T: the final "
+             f"`python -m bench.toy` (plan `configs/campaign/toy.yaml`: {outer_steps} outer steps per run, inner and "
+             f"outer SGD with lr 0.1, float64; the {len(results)} runs took {seconds / 60:.1f} min summed over runs, "
+             "one thread each). Per T: the final "
              "validation loss; the mean cosine between each estimate and the exact (closed-form) hypergradient "
              f"over the first {EARLY} outer steps (steps where either vector is below 1e-12 have no angle and "
              "are left out); and the first outer step whose validation loss is within 1e-6 of the best any "
@@ -78,8 +77,8 @@ def table(results, steps, outer_steps, wall):
              "vanishes while the exact hypergradient does not: its curves end in a plateau above the others.", "", "![toy](toy.png)", "",
                   "| method | " + " | ".join(f"T={T}: final val loss | cosine | reached best at" for T in steps) + " |",
              "| --- | " + " | ".join("--- | --- | ---" for _ in steps) + " |"]
-    best = {T: min(r["val_loss"] for name in METHODS for r in results[(T, name)]) for T in steps}
-    for name in METHODS:
+    best = {T: min(r["val_loss"] for name in methods for r in results[(T, name)]) for T in steps}
+    for name in methods:
         cells = []
         for T in steps:
             rows = results[(T, name)]

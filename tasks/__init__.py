@@ -3,8 +3,10 @@
 A task module (``tasks/<name>.py``) defines:
 
 - ``DESCRIPTION``: one line for ``train.py --help``.
-- ``DEFAULTS``: the settings whose default differs for this task, and only those (every setting,
-  with its common default, is declared once in ``metagreedy/harness/config.py``).
+- ``SETTINGS``: the settings of this task alone (a ``metagreedy.harness.config.Setting`` each; those
+  several tasks share are declared once in ``tasks/common.py``). The settings of every task are
+  ``metagreedy.harness.config.COMMON``.
+- ``DEFAULTS``: the common settings whose default differs for this task, and only those.
 - ``check(cfg)``: the checks of its settings that need no data (raise ``UsageError``); run before
   anything is built or written, so bad input is refused at once.
 - ``run_name(cfg)`` and ``run_group(cfg)``: the default run directory name and the W&B group.
@@ -20,7 +22,9 @@ from typing import Optional, Protocol
 
 from torch import Tensor
 
-from metagreedy.harness.config import TASKS, UsageError
+from metagreedy.harness.config import UsageError
+
+NAMES = ("omniglot", "hyper_cleaning", "toy", "long_horizon")  # tasks/<name>.py each
 
 
 class Task(Protocol):
@@ -59,18 +63,7 @@ class Task(Protocol):
 
 
 def load(name: str):
-    if name not in TASKS:
-        raise UsageError(f"unknown --task '{name}'; choose from {', '.join(TASKS)}")
+    """The module of the task ``name``."""
+    if name not in NAMES:
+        raise UsageError(f"unknown --task '{name}'; choose from {', '.join(NAMES)}")
     return importlib.import_module(f"tasks.{name}")
-
-
-def defaults(name: str) -> dict:
-    return dict(load(name).DEFAULTS)
-
-
-def all_defaults() -> dict:
-    return {name: defaults(name) for name in TASKS}
-
-
-def descriptions() -> dict:
-    return {name: load(name).DESCRIPTION for name in TASKS}

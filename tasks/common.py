@@ -2,7 +2,24 @@
 from __future__ import annotations
 
 import metagreedy as mg
+from metagreedy.harness.config import Setting, at_least
 from metagreedy.rng import keyed_generator  # noqa: F401  (re-exported for the tasks)
+
+# Settings several tasks share, declared once here and listed in each one's SETTINGS.
+DATA_ROOT = Setting("data_root", "./data", "folder of the data in torchvision's layout (downloaded there when "
+                    "missing and the network allows)", resumable=True, metavar="DIR")
+EVAL_EVERY = Setting("eval_every", 100, "outer steps between evaluations (and at the last step)",
+                     check=at_least(1), metavar="N")
+STEP_VAL_BATCH = Setting("step_val_batch", 0, "greedy eq6: validation examples behind grad L_val(w_t) at the steps "
+                         "t < T, a fresh mini-batch at each step (0 = all; Omniglot: a multiple of --ways)",
+                         check=at_least(0), methods=("greedy",), metavar="N")
+
+
+def dataset(default: str, choices: tuple) -> Setting:
+    """A task's ``--dataset``, with its choices."""
+    return Setting("dataset", default, "the data: synthetic = generated (for tests and offline trials); omniglot's "
+                   "auto = the real data if found or downloadable, else synthetic", choices=choices, metavar="NAME",
+                   pinned=True)
 
 
 class TaskBase:

@@ -23,15 +23,14 @@ import torch.nn.functional as F
 
 import metagreedy as mg
 from metagreedy import nn as mgnn
-from metagreedy.harness.config import UsageError
+from metagreedy.harness.config import Setting as S, UsageError, at_least, in_range
 from metagreedy.data.cleaning import SPLIT_SIZES, make_cleaning_data
 from metagreedy.models import CleaningConvNet
 
-from .common import TaskBase, keyed_generator, options_for
+from .common import DATA_ROOT, EVAL_EVERY, STEP_VAL_BATCH, TaskBase, dataset, keyed_generator, options_for
 
 DESCRIPTION = "data hyper-cleaning on MNIST / Fashion-MNIST (table 2): per-example weights sigmoid(alpha_i)."
 DEFAULTS = dict(
-    dataset="mnist",
     inner_steps=10,
     outer_steps=200,
     outer_lr=0.1,
@@ -39,6 +38,25 @@ DEFAULTS = dict(
     eval_every=20,
     checkpoint_every=50,
 )
+SETTINGS = [
+    dataset("mnist", ("mnist", "fashion_mnist")),
+    DATA_ROOT,
+    EVAL_EVERY,
+    STEP_VAL_BATCH,
+    S("noise", 0.3, "probability that a training label is replaced by another class", check=in_range(0.0, 1.0)),
+    S("protocol", "paper", "paper: validate and test on the test split, as the paper; heldout: validate on "
+      "--n-val clean training examples, test on the untouched test split", choices=("paper", "heldout")),
+    S("n_train", 1000, "noisy training examples, one weight alpha_i each", check=at_least(1), metavar="N"),
+    S("n_val", 10000, "clean validation examples of --protocol heldout", check=at_least(1), metavar="N"),
+    S("val_batch", 0, "validation mini-batch per hypergradient, fresh each outer step (0 = the whole set)",
+      check=at_least(0), metavar="N"),
+    S("inner_start", "continue", "where each outer step's T inner steps start: continue = from the previous outer "
+      "step's w_T (one online trajectory of outer-steps x T steps; the momentum restarts), fresh = from the same "
+      "initialisation w_0 every outer step (Franceschi et al. 2017); the paper states neither",
+      choices=("continue", "fresh")),
+    S("hpo", True, "tune the example weights; --no-hpo keeps alpha = 0 (the 'w/o HPO' row, same training)"),
+    S("oracle", False, "train on the clean examples only (the oracle row)"),
+]
 
 
 def check(cfg) -> None:

@@ -18,25 +18,35 @@ import torch
 import torch.nn.functional as F
 
 import metagreedy as mg
-from metagreedy.config import UsageError
+from metagreedy.harness.config import POSITIVE, Setting as S, UsageError, at_least
 from metagreedy.data.cleaning import SPLIT_SIZES
 from metagreedy.data.digits import CLASSES, PIXELS, make_splits
 from metagreedy.models import linear_init
 
-from .common import TaskBase, keyed_generator, method_options
+from .common import DATA_ROOT, EVAL_EVERY, TaskBase, dataset, keyed_generator, method_options
 
 DESCRIPTION = ("long inner loops on mini-batches: per-layer learning rates and weight decay of an MLP on MNIST / "
                "Fashion-MNIST, T up to 1000.")
 DEFAULTS = dict(
-    dataset="mnist",
     inner_steps=100,
     inner_lr=0.05,
     outer_steps=20,
     outer_lr=0.1,
     eval_every=10,
-    n_train=10000,
-    n_val=1000,
 )
+SETTINGS = [
+    dataset("mnist", ("mnist", "fashion_mnist", "synthetic")),
+    DATA_ROOT,
+    EVAL_EVERY,
+    S("n_train", 10000, "the training pool the mini-batches are drawn from", check=at_least(1), metavar="N"),
+    S("n_val", 1000, "clean validation examples held out of the training split (the outer loss)", check=at_least(1),
+      metavar="N"),
+    S("batch_size", 64, "inner mini-batch: step t trains on the t-th batch drawn for the hypergradient",
+      check=at_least(1), metavar="B"),
+    S("hidden", 64, "width of the MLP's two hidden layers (784-H-H-10)", check=at_least(1), metavar="H"),
+    S("weight_decay", 1e-4, "weight decay at the start (a hyperparameter, tuned in log scale; the learning rates "
+      "start at --inner-lr)", check=POSITIVE),
+]
 LAYERS = ("fc1", "fc2", "fc3")
 BATCH_KEY, EVAL_KEY = 0xBA7C, 0xE7A1
 

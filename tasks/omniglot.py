@@ -16,7 +16,7 @@ from torch.func import vmap
 
 import metagreedy as mg
 from metagreedy import nn as mgnn
-from metagreedy.harness.config import UsageError
+from metagreedy.harness.config import AUTO, UNIT_OPEN, Setting as S, UsageError, at_least
 from metagreedy.cuda_graph import Replay
 from metagreedy.data import DataError
 from metagreedy.data.fewshot import DRAWINGS, IMAGE_SIZE, load_alphabets, make_tasksets, split_sizes
@@ -26,10 +26,36 @@ from metagreedy.higher_loop import higher_forward, higher_sgd
 from metagreedy.models import WarpConvNet, linear_init
 from metagreedy.stats import mean_ci95
 
-from .common import TaskBase, options_for
+from .common import DATA_ROOT, EVAL_EVERY, STEP_VAL_BATCH, TaskBase, dataset, options_for
 
 DESCRIPTION = "few-shot Omniglot (table 3): warp layers 2/4/6 of a 6-layer conv net are the hyperparameters."
 DEFAULTS = dict()  # the common defaults are this task's: it is the main job
+SETTINGS = [
+    dataset(AUTO, ("auto", "omniglot", "synthetic")),
+    DATA_ROOT,
+    EVAL_EVERY,
+    STEP_VAL_BATCH,
+    S("ways", 5, "classes per task (N-way)", check=at_least(1), metavar="N"),
+    S("shots", 1, "support examples per class (K-shot)", check=at_least(1), metavar="K"),
+    S("queries", 10, "query examples per class; the query loss is the validation loss (the paper: 10)",
+      check=at_least(1), metavar="Q"),
+    S("meta_batch", 16, "tasks per outer step; the hypergradient is their mean", check=at_least(1, 100_000),
+      metavar="N"),
+    S("init", "fixed", "where the adapted layers start: one fixed random initialisation for every task, or a "
+      "meta-learned one (a hyperparameter too)", choices=("fixed", "learned")),
+    S("rotations", False, "add each class rotated by 90/180/270 degrees as three new classes"),
+    S("val_fraction", 0.2, "background classes held out for meta-validation (the paper: 20%)", check=UNIT_OPEN),
+    S("eval_tasks", 100, "meta-validation tasks per periodic evaluation", check=at_least(1), metavar="N"),
+    S("final_eval_tasks", 600, "tasks for the final meta-validation and meta-test accuracy", check=at_least(1),
+      metavar="N"),
+    S("loop", AUTO, "how a meta-batch is computed: higher (per task, through higher's functional model and "
+      "SGD), func (per task, torch.func), batched (all tasks as one vmapped computation), graph (batched, "
+      "captured once in a CUDA graph and replayed; CUDA only); auto = graph on a GPU, higher on a CPU (the "
+      "faster on each; the same hypergradients; docs/PERFORMANCE.md)",
+      choices=("auto", "higher", "func", "batched", "graph")),
+    S("memory_format", AUTO, "per-task loop's convolutions: channels_last or contiguous; auto = channels_last on a "
+      "CPU (measured faster there)", choices=("auto", "channels_last", "contiguous")),
+]
 QUERY_MODES = ("transductive", "inductive")
 
 

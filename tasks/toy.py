@@ -23,6 +23,7 @@ DEFAULTS = dict(
     checkpoint_every=500,
     dtype="float64",  # tiny: float64 keeps the cosines free of round-off
 )
+SETTINGS = []  # the common settings are all it has
 
 G = (1.0, 0.5)
 

@@ -1,4 +1,4 @@
-"""bench/campaign.py: plans, runs that stop within their budget and add up, status and report."""
+"""The campaign (metagreedy.harness.campaign, run as python -m bench.campaign): plans, runs that stop within their budget and add up, status and report."""
 import json
 import os
 import shutil
@@ -9,10 +9,11 @@ import time
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "bench"))
+from bench import campaign
+from metagreedy.harness import campaign as harness_campaign
+from metagreedy.harness.campaign import plan as campaign_plan, runner
 
-import campaign  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PLANS = os.path.join(ROOT, "configs", "campaign")
 PY = sys.executable
@@ -52,7 +53,7 @@ def status_text(out, capsys):
 # ---- plans ------------------------------------------------------------------------------------------
 
 def test_table3_plan_order_and_paths():
-    plan = campaign.load_plan(os.path.join(PLANS, "table3.yaml"))
+    plan = campaign_plan.load_plan(os.path.join(PLANS, "table3.yaml"))
     assert len(plan.cells) == 5 * 8 + 3 * 7 * 5 and len({c.path for c in plan.cells}) == len(plan.cells)
     five = ["fo", "t1-t2", "ift2", "greedy-0.9", "greedy-0.99", "greedy-0.999", "full"]
     # seed-major: every method on seed 0 before any on seed 1
@@ -63,16 +64,16 @@ def test_table3_plan_order_and_paths():
     assert plan.cells[2].args == ("--config", "configs/omniglot_5way.yaml", "--dataset", "omniglot", "--seed", "0",
                                   "--method", "ift", "--terms", "2")
     assert plan.gammas == ["greedy 0.9", "greedy 0.99", "greedy 0.999"]
-    cfg = campaign.resolved(plan.cells[-1].args)
+    cfg = campaign_plan.resolved(plan.cells[-1].args)
     assert (cfg.task, cfg.ways, cfg.outer_steps, cfg.meta_batch, cfg.seed) == ("omniglot", 10, 2000, 16, 4)
 
 
 def test_table2_plan_covers_the_protocol():
-    plan = campaign.load_plan(os.path.join(PLANS, "table2.yaml"))
+    plan = campaign_plan.load_plan(os.path.join(PLANS, "table2.yaml"))
     assert len(plan.cells) == 2 * 2 * 2 * 8 * 5
     assert plan.cells[0].path == "table2/paper/mnist-0.3/wo-hpo/seed0"
     assert plan.cells[-1].path == "table2/heldout/fashion_mnist-0.5/oracle/seed4"
-    configs = [campaign.resolved(c.args) for c in plan.cells]
+    configs = [campaign_plan.resolved(c.args) for c in plan.cells]
     assert {(c.dataset, c.noise, c.protocol) for c in configs} == {
         (d, n, p) for d in ("mnist", "fashion_mnist") for n in (0.3, 0.5) for p in ("paper", "heldout")}
     assert all(c.val_batch == 0 and c.task == "hyper_cleaning" and c.outer_steps == 200 for c in configs)
@@ -84,11 +85,11 @@ def test_a_cells_path_depends_on_the_cell_only(tmp_path):
     methods = "methods: {FO: --method fo, greedy 0.9: --method greedy --gamma 0.9}\n"
     one = write_plan(tmp_path / "p.yaml", "name: p\ntrain: --task toy --inner-steps {T}\npath: T{T}\n" + methods
                      + "groups:\n  - {settings: {T: [5, 10]}, methods: [FO], seeds: [0]}\n")
-    a = {c.path: c for c in campaign.load_plan(one).cells}
+    a = {c.path: c for c in campaign_plan.load_plan(one).cells}
     two = write_plan(tmp_path / "q.yaml", "name: p\ntrain: --task toy --inner-steps {T}\npath: T{T}\n" + methods
                      + "groups:\n  - {settings: {T: 10}, methods: [greedy 0.9, FO], seeds: [1, 0]}\n"
                      + "  - {settings: {T: 5}, methods: [FO], seeds: [0]}\n")
-    b = {c.path: c for c in campaign.load_plan(two).cells}
+    b = {c.path: c for c in campaign_plan.load_plan(two).cells}
     assert set(a) == {"p/T5/fo/seed0", "p/T10/fo/seed0"} and set(a) < set(b)
     assert all(a[p].args == b[p].args for p in a)
 
@@ -131,7 +132,7 @@ def test_a_bad_flag_in_a_plan_is_found_before_anything_runs(tmp_path, capsys):
 
 def test_thinned_curve_keeps_evaluations_and_the_last_row():
     lines = [json.dumps({"step": s, "loss": 1.0, **({"val_acc": 0.5} if s % 20 == 19 else {})}) for s in range(200)]
-    kept = [json.loads(line)["step"] for line in campaign.thin(lines, 200)]
+    kept = [json.loads(line)["step"] for line in runner.thin(lines, 200)]
     assert kept == sorted(set(range(0, 200, 8)) | set(range(19, 200, 20)) | {199})
 
 
@@ -140,10 +141,10 @@ def test_thinned_curve_keeps_evaluations_and_the_last_row():
 def test_smoke_plan_runs_in_pieces_and_reports(tmp_path, capsys):
     out, doc = tmp_path / "results", tmp_path / "tmp.md"
     plan = os.path.join(PLANS, "smoke.yaml")
-    cells = campaign.load_plan(plan).cells
+    cells = campaign_plan.load_plan(plan).cells
     t0 = time.monotonic()
-    proc = subprocess.run([PY, os.path.join(ROOT, "bench", "campaign.py"), "run", "--plan", plan, "--budget-s", "30",
-                           "--parallel", "2", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([PY, "-m", "bench.campaign", "run", "--plan", plan, "--budget-s", "30", "--parallel", "2",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert time.monotonic() - t0 < 30 + 3, proc.stdout  # the budget includes stopping the cells
     assert run_campaign("--plan", plan, "--budget-s", 600, "--parallel", 2, "--out", out) == 0
@@ -189,7 +190,7 @@ TIMING = {"step_time", "wall_time", "total_time", "run_id"}  # and the identity:
 def test_a_cell_stopped_by_the_budget_resumes_bit_identical(tmp_path, monkeypatch):
     plan = write_plan(tmp_path / "long.yaml", LONG)
     out = tmp_path / "results"
-    (cell,) = campaign.load_plan(plan).cells
+    (cell,) = campaign_plan.load_plan(plan).cells
     cell_dir, kept = out / cell.path, tmp_path / "runs" / "campaign" / cell.path
     threads = str(len(os.sched_getaffinity(0)))  # what the campaign gives its one process
     reference = str(tmp_path / "reference")
@@ -202,7 +203,7 @@ def test_a_cell_stopped_by_the_budget_resumes_bit_identical(tmp_path, monkeypatc
     # one poll later (0.2 s, some 50 toy steps), long before the ~2 s its remaining steps take. The
     # grace period after the signal runs on the real clock.
     metrics = cell_dir / "metrics.jsonl"
-    monkeypatch.setattr(campaign, "clock", lambda: time.monotonic() + (
+    monkeypatch.setattr(runner, "clock", lambda: time.monotonic() + (
         1e6 if metrics.exists() and metrics.read_text().count("\n") >= 30 else 0))
     assert run_campaign("--plan", plan, "--budget-s", 300, "--out", out) == 0
     record = read(cell_dir / "cell.json")
@@ -210,7 +211,7 @@ def test_a_cell_stopped_by_the_budget_resumes_bit_identical(tmp_path, monkeypatc
     step = torch.load(cell_dir / "checkpoint.pt", weights_only=True)["step"]
     assert 30 <= step < 600 and read(cell_dir / "summary.json")["status"] == "interrupted"
 
-    monkeypatch.setattr(campaign, "clock", time.monotonic)
+    monkeypatch.setattr(runner, "clock", time.monotonic)
     assert run_campaign("--plan", plan, "--budget-s", 300, "--out", out) == 0
     assert straight.wait(timeout=300) == 0
     record = read(cell_dir / "cell.json")
@@ -257,8 +258,8 @@ sys.exit(1)
 def fake_train(tmp_path, monkeypatch):
     fake = tmp_path / "fake_train.py"
     fake.write_text(FAKE_TRAIN)
-    monkeypatch.setattr(campaign, "TRAIN", str(fake))
-    monkeypatch.setattr(campaign, "resolved", lambda args: None)  # the fake flags are not train.py's
+    monkeypatch.setattr(runner, "TRAIN", str(fake))
+    monkeypatch.setattr(runner, "resolved", lambda args, root=None: None)  # the fake flags are not train.py's
 
 
 def test_diverged_is_a_result_bad_input_fails_once_and_a_locked_cell_is_skipped(tmp_path, fake_train, capsys):
@@ -291,7 +292,7 @@ def test_a_cell_deaf_to_the_stop_signal_is_killed_after_the_grace_period(tmp_pat
                       "methods: {deaf: --fake deaf}\ngroups: [{methods: [deaf], seeds: [0]}]\n")
     out = tmp_path / "results"
     started = out / "p/default/deaf/seed0/started"
-    monkeypatch.setattr(campaign, "clock", lambda: time.monotonic() + (1e6 if started.exists() else 0))
+    monkeypatch.setattr(runner, "clock", lambda: time.monotonic() + (1e6 if started.exists() else 0))
     t0 = time.monotonic()
     assert run_campaign("--plan", plan, "--budget-s", 60, "--grace-s", 1, "--out", out) == 0
     assert time.monotonic() - t0 < 30
@@ -340,7 +341,7 @@ def test_report_chooses_gamma_on_validation_with_t_intervals(tmp_path):
     from metagreedy import checkpoint
     import tasks
     from metagreedy import config
-    settings = config.resolve(["--task", "omniglot", "--method", "greedy", "--gamma", "0.99"], tasks.defaults)
+    settings = config.resolve(["--task", "omniglot", "--method", "greedy", "--gamma", "0.99"])
     torch.save({"format": checkpoint.FORMAT, "step": 700, "task": "omniglot",
                 "config": settings.to_dict(), "hparams": {}, "outer_opt": {}, "rng": {},
                 "bad_steps": 0, "elapsed": 1.0, "segments": [], "task_state": {}},
@@ -496,7 +497,7 @@ def test_budgets_and_grace_must_be_finite_and_positive(tmp_path, capsys, flag, v
 
 def test_the_report_without_matplotlib_writes_its_tables_and_says_so_once(tmp_path, capsys, monkeypatch):
     import builtins
-    import common
+    from bench import common
     out = tmp_path / "results"
     (out / "hand").mkdir(parents=True)
     (out / "hand" / "plan.yaml").write_text(REPORTED)
@@ -526,7 +527,7 @@ def test_the_report_without_matplotlib_writes_its_tables_and_says_so_once(tmp_pa
 def test_ctrl_c_during_the_report_is_one_line_and_leaves_the_page_whole(tmp_path, capsys, monkeypatch):
     doc = tmp_path / "page.md"
     doc.write_text("# Results\n")
-    import campaign_report
+    from bench import campaign_report
 
     def interrupted(*args):
         raise KeyboardInterrupt
@@ -556,7 +557,7 @@ def test_a_link_planted_in_the_keep_directory_is_refused_and_the_other_cells_run
     (out / "p/default/diverges/seed0/summary.json").write_text(json.dumps(summary))
     (out / "p/default/diverges/seed0/train.log").write_text("log")
     os.symlink(elsewhere, keep / "p/default/diverges/seed0")
-    campaign.tidy(campaign.load_plan(plan).cells[0], campaign.parser().parse_args(
+    runner.tidy(campaign_plan.load_plan(plan).cells[0], harness_campaign.parser().parse_args(
         ["run", "--plan", plan, "--budget-s", "1", "--out", str(out), "--keep", str(keep)]))
     assert "is a symbolic link; refusing to move files into it" in capsys.readouterr().out
     assert os.listdir(elsewhere) == [] and (out / "p/default/diverges/seed0/train.log").exists()
@@ -569,8 +570,88 @@ def test_a_full_disk_under_results_is_one_line_and_stops_the_campaign(tmp_path, 
     def full(path, data):
         raise WriteError(f"could not write {path}: No space left on device")
 
-    monkeypatch.setattr(campaign, "write_json", full)
+    monkeypatch.setattr(runner, "write_json", full)
     assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 1
     printed = capsys.readouterr().out
     assert "No space left on device; its run's own files are intact" in printed
     assert "started p/default/diverges/seed2" not in printed  # nothing new starts after the fault
+
+
+# ---- the plans as W&B sweeps: the grid is declared once -----------------------------------------------
+
+def expand_sweep(text):
+    """The command lines a W&B grid sweep runs: the product of its parameters, each as ``--name=value``
+    in place of ``${args}`` (as the agent formats them)."""
+    import itertools
+    import yaml
+    sweep = yaml.safe_load(text)
+    assert sweep["method"] == "grid"
+    params = sweep["parameters"]
+    grids = [params[n]["values"] if "values" in params[n] else [params[n]["value"]] for n in params]
+    lines = []
+    for combo in itertools.product(*grids):
+        args = [f"--{n}={v}" for n, v in zip(params, combo)]
+        lines.append([x for token in sweep["command"] for x in (args if token == "${args}" else [token])])
+    return lines
+
+
+@pytest.mark.parametrize("name", ["table2", "table3", "table3_mb1"])
+def test_a_plans_sweep_runs_each_of_its_cells_once(name, capsys):
+    path = os.path.join(PLANS, f"{name}.yaml")
+    assert campaign.main(["sweep", "--plan", path]) == 0
+    lines = expand_sweep(capsys.readouterr().out)
+    cells = campaign_plan.load_plan(path).cells
+    assert len(lines) == len(cells)
+    seen = set()
+    for line in lines:
+        assert line[:6] == ["${env}", "${interpreter}", "-m", "bench.campaign", "cell", "--plan"]
+        args = harness_campaign.parser().parse_known_args(line[4:])[0]
+        args.root = ROOT
+        argv = harness_campaign.sweep.cell_argv(args, [])
+        assert argv[1] == os.path.join(ROOT, "train.py") and tuple(argv[2:]) == cells[args.cell].args
+        seen.add(args.cell)
+    assert seen == set(range(len(cells)))
+
+
+@pytest.mark.parametrize("name,task,want", [
+    ("table3", "omniglot", {(w, m, s) for w in (2, 3, 5, 10) for m in ("fo", "t1t2", "ift", "full", "greedy 0.9",
+                                                                        "greedy 0.99", "greedy 0.999")
+                            for s in range(5)}),
+    ("table2", "hyper_cleaning", {(d, n, p, m, s) for d in ("mnist", "fashion_mnist") for n in (0.3, 0.5)
+                                  for p in ("paper", "heldout") for m in ("w/o HPO", "oracle", "t1t2", "ift", "full",
+                                                                          "greedy 0.9", "greedy 0.99", "greedy 0.999")
+                                  for s in range(5)}),
+])
+def test_the_plans_cover_the_papers_grid(name, task, want):
+    got = []
+    for cell in campaign_plan.load_plan(os.path.join(PLANS, f"{name}.yaml")).cells:
+        cfg = campaign_plan.resolved(cell.args)
+        if cfg.task != task or cfg.get("variant", "eq6") != "eq6":
+            continue
+        row = f"greedy {cfg.gamma}" if cfg.method == "greedy" else cfg.method
+        if task == "omniglot":
+            got.append((cfg.ways, row, cfg.seed))
+        else:
+            row = "oracle" if cfg.oracle else "w/o HPO" if not cfg.hpo else row
+            got.append((cfg.dataset, cfg.noise, cfg.protocol, row, cfg.seed))
+    assert len(got) == len(set(got)) and set(got) == want
+
+
+def test_the_agent_runs_a_cell_as_train_py_would(tmp_path):
+    """``cell`` becomes train.py on the cell's flags, with the flags after it (the agent's run)."""
+    plan = os.path.join(PLANS, "smoke.yaml")
+    cell = campaign_plan.load_plan(plan).cells[-1]
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([PY, "-m", "bench.campaign", "cell", "--plan", plan, "--cell=3", "--run-dir", str(run_dir),
+                           "--wandb", "disabled", "--no-progress"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import yaml
+    stored = yaml.safe_load((run_dir / "config.yaml").read_text())
+    want = campaign_plan.resolved(cell.args).to_dict()
+    assert {k: stored[k] for k in ("task", "method", "inner_steps", "outer_steps")} == \
+        {k: want[k] for k in ("task", "method", "inner_steps", "outer_steps")}
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
+    bad = subprocess.run([PY, "-m", "bench.campaign", "cell", "--plan", plan, "--cell=4"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--cell" in bad.stderr

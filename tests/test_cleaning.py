@@ -53,7 +53,7 @@ def hyper_cleaning_task(monkeypatch, **flags):
     args = ["--task", "hyper_cleaning", "--n-train", "20", "--inner-steps", "4"]
     for key, value in flags.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
-    return hc.Task(config.resolve(args, tasks.defaults), torch.device("cpu"), torch.float64)
+    return hc.Task(config.resolve(args), torch.device("cpu"), torch.float64)
 
 
 def test_step_val_batch_of_the_whole_validation_set_is_plain_greedy(monkeypatch):
@@ -71,11 +71,11 @@ def test_step_val_batch_larger_than_the_validation_set_is_refused_before_any_dat
     import tasks
     from metagreedy import config
     from metagreedy.config import UsageError
-    cfg = config.resolve(["--task", "hyper_cleaning", *flags, "--step-val-batch", str(limit + 1)], tasks.defaults)
+    cfg = config.resolve(["--task", "hyper_cleaning", *flags, "--step-val-batch", str(limit + 1)])
     with pytest.raises(UsageError, match=f"at most the {limit} validation examples"):
         tasks.load("hyper_cleaning").check(cfg)
     tasks.load("hyper_cleaning").check(config.resolve(["--task", "hyper_cleaning", *flags, "--step-val-batch",
-                                                       str(limit)], tasks.defaults))
+                                                       str(limit)]))
 
 
 def test_fresh_inner_start_restarts_every_outer_step_from_w0_and_evaluates_w_T(monkeypatch):

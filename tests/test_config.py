@@ -1,26 +1,27 @@
 """Settings declared once: the table, --help, booleans, tasks and methods a setting applies to,
-config files (task defaults and configs/*.yaml state only what differs), W&B sweeps as the agent
-runs them, and the task protocol every task follows."""
+config files (task defaults and configs/*.yaml state only what differs), the table the harness
+learns from the experiments, and the task protocol every task follows."""
 import glob
 import inspect
-import itertools
 import os
 
 import pytest
 import torch
-import yaml
 
 import metagreedy as mg
 import tasks
 import train
 from metagreedy import config
-from metagreedy.config import BY_NAME, SETTINGS, UsageError
+from metagreedy.harness.config import UsageError
+
+TABLE = config.table(tasks)
+BY_NAME, SETTINGS = TABLE.by_name, TABLE.settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def resolve(*args):
-    return config.resolve(list(args), tasks.defaults)
+    return config.resolve(list(args))
 
 
 # ---- the table -----------------------------------------------------------------------------------------
@@ -29,28 +30,27 @@ def test_every_setting_is_declared_once_with_help_and_valid_default():
     assert len(BY_NAME) == len(SETTINGS)
     assert set(config.METHOD_NAMES) == set(mg.METHODS)
     for s in SETTINGS:
-        assert s.help and s.tasks and set(s.tasks) <= set(config.TASKS), s.name
+        assert s.help and s.tasks and set(s.tasks) <= set(tasks.NAMES), s.name
         for task in s.tasks:
-            config.check_value(s, tasks.defaults(task).get(s.name, s.default), task)
+            config.check_value(s, TABLE.defaults[task].get(s.name, s.default), task)
         if s.methods:
             assert set(s.methods) <= set(mg.METHODS)
 
 
 def test_task_defaults_state_only_what_differs_and_only_their_own_settings():
-    for task in config.TASKS:
-        for name, value in tasks.defaults(task).items():
+    for task in tasks.NAMES:
+        for name, value in tasks.load(task).DEFAULTS.items():
             s = BY_NAME[name]
             assert task in s.tasks, f"{task}.DEFAULTS sets {name}, which does not apply to it"
             assert value != s.default, f"{task}.DEFAULTS repeats the common default of {name}"
             config.check_value(s, value, task)
 
 
-@pytest.mark.parametrize("path", sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.yaml"))
-                                        if not os.path.basename(p).startswith("sweep_")))
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml"))))
 def test_config_files_state_only_what_differs(path):
     data = config.load_file(path)
     cfg = resolve("--config", path)
-    defaults = tasks.defaults(cfg.task)
+    defaults = TABLE.defaults[cfg.task]
     for name, value in data.items():
         if name != "task":
             assert value != defaults.get(name, BY_NAME[name].default), f"{path} repeats the default of {name}"
@@ -63,7 +63,7 @@ def test_help_shows_every_setting_with_its_default_choices_and_groups(capsys):
     text = " ".join(capsys.readouterr().out.split())  # independent of line wrapping
     for s in SETTINGS:
         assert s.flag in text, s.name
-    for title in config.GROUPS:
+    for title in TABLE.groups():
         assert title + ":" in text
     assert "--inner-steps T" in text and "(default: 5; hyper_cleaning: 10; toy: 10; long_horizon: 100)" in text
     assert "{greedy,t1t2,ift,fo,full,truncated}" in text
@@ -195,93 +195,40 @@ def test_error_messages_are_bounded(tmp_path):
     assert len(str(e.value)) < 400
 
 
-# ---- W&B sweeps, expanded as the agent does ---------------------------------------------------------------
-
-def expand_sweep(path):
-    """The command lines a W&B grid sweep runs: the product of its parameters, each passed as
-    ``--name=value`` (Python's str of the YAML value, as the agent formats ``${args}``)."""
-    with open(path) as fh:
-        sweep = yaml.safe_load(fh)
-    assert sweep["method"] == "grid" and sweep["program"] == "train.py"
-    assert sweep["command"] == ["${env}", "${interpreter}", "${program}", "${args}"]
-    params = sweep["parameters"]
-    names = list(params)
-    grids = [params[n]["values"] if "values" in params[n] else [params[n]["value"]] for n in names]
-    return [[f"--{n}={v}" for n, v in zip(names, combo)] for combo in itertools.product(*grids)]
-
-
-SWEEPS = sorted(glob.glob(os.path.join(ROOT, "configs", "sweep_*.yaml")))
-
-
-@pytest.mark.parametrize("path", SWEEPS)
-def test_every_sweep_command_line_parses_and_no_cell_repeats(path):
-    seen = set()
-    for argv in expand_sweep(path):
-        cfg = config.resolve(argv, tasks.defaults)
-        tasks.load(cfg.task).check(cfg)
-        key = tuple(sorted(cfg.to_dict().items()))
-        assert key not in seen, f"{path}: {argv} repeats another cell"
-        seen.add(key)
-
-
-@pytest.mark.parametrize("task,want", [
-    ("omniglot", {(w, m, s) for w in (2, 3, 5, 10) for m in ("fo", "t1t2", "ift", "full", "greedy 0.9",
-                                                               "greedy 0.99", "greedy 0.999") for s in range(5)}),
-    ("hyper_cleaning", {(d, n, p, m, s) for d in ("mnist", "fashion_mnist") for n in (0.3, 0.5)
-                        for p in ("paper", "heldout") for m in ("w/o HPO", "oracle", "t1t2", "ift", "full",
-                                                                 "greedy 0.9", "greedy 0.99", "greedy 0.999")
-                        for s in range(5)}),
-])
-def test_sweeps_cover_the_papers_grid_once(task, want):
-    got = []
-    for path in SWEEPS:
-        for argv in expand_sweep(path):
-            cfg = config.resolve(argv, tasks.defaults)
-            if cfg.task != task:
-                continue
-            row = f"greedy {cfg.gamma}" if cfg.method == "greedy" else cfg.method
-            if task == "omniglot":
-                got.append((cfg.ways, row, cfg.seed))
-            else:
-                row = "oracle" if cfg.oracle else "w/o HPO" if not cfg.hpo else row
-                got.append((cfg.dataset, cfg.noise, cfg.protocol, row, cfg.seed))
-    assert len(got) == len(set(got)) and set(got) == want
-
-
 # ---- the task protocol ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", config.TASKS)
+@pytest.mark.parametrize("name", tasks.NAMES)
 def test_every_task_follows_the_protocol(name):
     module = tasks.load(name)
-    for attr in ("DESCRIPTION", "DEFAULTS", "check", "run_name", "run_group", "Task"):
+    for attr in ("DESCRIPTION", "DEFAULTS", "SETTINGS", "check", "run_name", "run_group", "Task"):
         assert hasattr(module, attr), f"tasks.{name} has no {attr}"
     for method, _ in inspect.getmembers(tasks.Task, inspect.isfunction):
         assert callable(getattr(module.Task, method, None)), f"tasks.{name}.Task has no {method}()"
     assert isinstance(getattr(module.Task, "progress", None), tuple)
-    cfg = config.resolve(["--task", name], tasks.defaults)
+    cfg = config.resolve(["--task", name])
     assert name in module.run_name(cfg) and module.run_group(cfg).startswith(name)
 
 
 def test_train_py_has_no_task_specific_branches():
     with open(os.path.join(ROOT, "train.py")) as fh:
         source = fh.read()
-    for name in config.TASKS:
+    for name in tasks.NAMES:
         assert f'"{name}"' not in source and f"'{name}'" not in source, name
 
 
 @pytest.mark.parametrize("flags,want", [([], None), (["--neumann-lr", "0.01"], 0.01), (["--neumann-lr", "0"], None)])
 def test_neumann_lr_reaches_ift_and_zero_means_the_inner_lr(flags, want):
     from tasks.common import method_options
-    cfg = config.resolve(["--task", "toy", "--method", "ift", "--terms", "3", *flags], tasks.defaults)
+    cfg = config.resolve(["--task", "toy", "--method", "ift", "--terms", "3", *flags])
     assert method_options(cfg) == ({"terms": 3} if want is None else {"terms": 3, "neumann_lr": want})
 
 
 def test_neumann_lr_changes_the_ift_estimate_of_a_run():
     toy = tasks.load("toy")
-    lr = config.resolve(["--task", "toy"], tasks.defaults).inner_lr
+    lr = config.resolve(["--task", "toy"]).inner_lr
 
     def grad(eta):
-        cfg = config.resolve(["--task", "toy", "--method", "ift", "--neumann-lr", str(eta)], tasks.defaults)
+        cfg = config.resolve(["--task", "toy", "--method", "ift", "--neumann-lr", str(eta)])
         return toy.Task(cfg, torch.device("cpu"), torch.float64).hypergradient(0, [0])[0]["alpha"]
     default, same, other = grad(0), grad(lr), grad(lr / 5)
     assert torch.equal(default, same)
@@ -295,4 +242,55 @@ def test_neumann_lr_changes_the_ift_estimate_of_a_run():
                                   ["--task", "hyper_cleaning", "--inner-start", "sometimes"]])
 def test_the_new_settings_refuse_what_cannot_apply(args):
     with pytest.raises(config.UsageError):
-        config.resolve(args, tasks.defaults)
+        config.resolve(args)
+
+
+# ---- the table is the experiments': the harness names none ---------------------------------------------
+
+def test_the_harness_names_no_task_and_learns_the_settings_from_the_experiments():
+    harness = os.path.join(ROOT, "metagreedy", "harness")
+    for path in glob.glob(os.path.join(harness, "*.py")):
+        with open(path) as fh:
+            source = fh.read()
+        for name in tasks.NAMES:
+            assert f'"{name}"' not in source and f"'{name}'" not in source, (path, name)
+    assert BY_NAME["task"].choices == tasks.NAMES and BY_NAME["task"].default == tasks.NAMES[0]
+    assert BY_NAME["ways"].tasks == ("omniglot",) and BY_NAME["noise"].tasks == ("hyper_cleaning",)
+    assert BY_NAME["n_train"].tasks == ("hyper_cleaning", "long_horizon")
+    assert BY_NAME["dataset"].choices_for("toy") is None and "synthetic" in BY_NAME["dataset"].choices_for("omniglot")
+    assert TABLE.defaults["long_horizon"]["n_train"] == 10000 and BY_NAME["n_train"].default == 1000
+
+
+class _Experiments:
+    """A registry of experiments made up for a test: ``NAMES`` and ``load(name)``."""
+
+    def __init__(self, **modules):
+        self.NAMES, self.modules = tuple(modules), modules
+
+    def load(self, name):
+        return self.modules[name]
+
+
+def _task(*settings, defaults=None):
+    import types
+    return types.SimpleNamespace(DESCRIPTION="made up: for a test.", DEFAULTS=defaults or {}, SETTINGS=list(settings))
+
+
+def test_a_registry_handed_in_is_the_table_and_its_tasks_are_the_choices():
+    from metagreedy.harness.config import Setting, at_least
+    width = Setting("width", 8, "a width", check=at_least(1))
+    table = config.table(_Experiments(a=_task(width), b=_task(Setting("width", 16, "a width", check=at_least(1)))))
+    assert table.by_name["task"].choices == ("a", "b") and table.by_name["task"].default == "a"
+    assert table.by_name["width"].tasks == ("a", "b") and table.defaults["b"] == {"width": 16}
+    assert [s.name for s in table.settings][: len(config.COMMON)] == [s.name for s in config.COMMON]
+
+
+@pytest.mark.parametrize("second", [
+    "common",  # a task may not declare a setting every task has
+    "kind",  # nor declare a shared one as another type
+])
+def test_conflicting_declarations_are_refused_when_the_table_is_built(second):
+    from metagreedy.harness.config import Setting
+    other = Setting("seed", 0, "mine") if second == "common" else Setting("width", 8.0, "a width")
+    with pytest.raises(TypeError):
+        config.table(_Experiments(a=_task(Setting("width", 8, "a width")), b=_task(other)))

@@ -26,7 +26,7 @@ VARIANTS = {"": [], "learned init": ["--init", "learned"], "step val batch": ["-
 def make_task(tasksets, loop, method, device, meta_batch=4, extra=()):
     cfg = config.resolve(["--task", "omniglot", "--ways", "3", "--shots", "1", "--queries", "2", "--inner-steps", "3",
                           "--meta-batch", str(meta_batch), "--loop", loop, "--method", method, *OPTIONS[method],
-                          *extra], tasks.defaults)
+                          *extra])
     return tasks.load("omniglot").Task(cfg, device, torch.float64, tasksets=tasksets)
 
 
@@ -54,7 +54,7 @@ def test_deferred_checks_keep_the_losses_as_tensors_and_finite_checks_them_after
 
 
 def test_auto_is_the_graph_on_a_gpu_and_the_higher_loop_on_a_cpu():
-    cfg = config.resolve(["--task", "omniglot"], tasks.defaults)
+    cfg = config.resolve(["--task", "omniglot"])
     omniglot = tasks.load("omniglot")
     assert omniglot.choose_loop(cfg, torch.device("cuda")) == "graph"
     assert omniglot.choose_loop(cfg, torch.device("cpu")) == "higher"

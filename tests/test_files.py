@@ -245,7 +245,7 @@ class Payload:
 
 
 def test_a_crafted_checkpoint_runs_nothing_in_the_campaign(tmp_path):
-    """bench/campaign.py reads cell checkpoints as train.py does: a crafted one runs no code, and the
+    """The campaign reads cell checkpoints as train.py does: a crafted one runs no code, and the
     cell is shown damaged, not run over."""
     marker = tmp_path / "ran"
     out = tmp_path / "results"
@@ -254,8 +254,8 @@ def test_a_crafted_checkpoint_runs_nothing_in_the_campaign(tmp_path):
     with open(os.path.join(ROOT, "configs", "campaign", "smoke.yaml")) as fh:
         (out / "smoke" / "plan.yaml").write_text(fh.read())
     torch.save({"format": checkpoint.FORMAT, "hparams": {"alpha": Payload(str(marker))}}, cell / checkpoint.LATEST)
-    proc = subprocess.run([os.sys.executable, os.path.join(ROOT, "bench", "campaign.py"), "status", "--out", str(out)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([os.sys.executable, "-m", "bench.campaign", "status", "--out", str(out)], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=120)
     assert not marker.exists()
     assert proc.returncode == 0, proc.stderr
     line = next(text for text in proc.stdout.splitlines() if "smoke/3way/greedy-0.9/seed0" in text)

@@ -26,11 +26,15 @@ def test_the_distribution_needs_only_the_core_and_installs_no_tasks_package():
     assert needs == {"torch", "numpy", "higher"}
     packages = project["tool"]["setuptools"]["packages"]
     assert all(p == "metagreedy" or p.startswith("metagreedy.") for p in packages)
+    found = {os.path.relpath(d, ROOT).replace(os.sep, ".") for d, _, names in os.walk(os.path.join(ROOT, "metagreedy"))
+             if "__init__.py" in names}
+    assert set(packages) == found  # every subpackage is installed
 
 
 # ---- the layers (docs/ARCHITECTURE.md): core <- harness <- tasks/ <- train.py, bench/ ----------------
 
 import ast  # noqa: E402
+import glob  # noqa: E402
 
 CORE, HARNESS, TASKS, ENTRY = range(4)
 LAYER_NAMES = ("core", "harness", "tasks", "entry point")
@@ -79,8 +83,6 @@ def imports(name: str, path: str, known: dict) -> list[tuple[str, int, bool]]:
                 base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         for target in targets:
-            if name.startswith("bench.") and f"bench.{target.split('.')[0]}" in known:
-                target = f"bench.{target}"  # the bench scripts import each other by bare name
             while target and target not in known:
                 target = target.rpartition(".")[0]
             if target and target != name:
@@ -141,6 +143,19 @@ def cycles(edges: dict) -> list[list[str]]:
         if v not in index:
             visit(v)
     return out
+
+
+def test_no_module_edits_the_import_path():
+    """Every module imports its own by package (``python -m bench.x`` from the checkout), never by
+    putting a folder on ``sys.path``."""
+    edits = []
+    for path in [*modules().values(), *glob.glob(os.path.join(ROOT, "tests", "*.py"))]:
+        with open(path) as fh:
+            tree = ast.parse(fh.read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", "") == "sys":
+                edits.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
+    assert edits == []
 
 
 def test_no_import_circles():

@@ -17,7 +17,7 @@ TINY = ["--task", "long_horizon", "--dataset", "synthetic", "--n-train", "60", "
 
 
 def make_task(*args):
-    cfg = config.resolve([*TINY, "--dtype", "float64", *args], tasks.defaults)
+    cfg = config.resolve([*TINY, "--dtype", "float64", *args])
     tasks.load("long_horizon").check(cfg)
     return tasks.load("long_horizon").Task(cfg, torch.device("cpu"), torch.float64)
 
@@ -77,8 +77,7 @@ def test_bad_settings_are_refused():
     with pytest.raises(UsageError, match="batch-size"):
         make_task("--batch-size", "100")
     with pytest.raises(UsageError, match="n-train"):
-        tasks.load("long_horizon").check(config.resolve(["--task", "long_horizon", "--n-train", "59500"],
-                                                        tasks.defaults))
+        tasks.load("long_horizon").check(config.resolve(["--task", "long_horizon", "--n-train", "59500"]))
 
 
 def test_runs_end_to_end_through_train_py(tmp_path):

@@ -17,7 +17,7 @@ def make_task(tasksets, **overrides):
     args = ["--task", "omniglot", "--ways", "3", "--shots", "1", "--queries", "2", "--inner-steps", "3"]
     for key, value in overrides.items():
         args.append(f"--{key.replace('_', '-')}={value}")
-    cfg = config.resolve(args, tasks.defaults)
+    cfg = config.resolve(args)
     return tasks.load("omniglot").Task(cfg, torch.device("cpu"), torch.float64, tasksets=tasksets)
 
 

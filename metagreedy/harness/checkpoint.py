@@ -139,7 +139,8 @@ def check_belongs(run_dir: str, payload: dict) -> None:
     if settings is not None:
         def fixed(stored, facts):
             values = config.pin(config.upgrade(stored), facts)
-            return {k: v for k, v in values.items() if k in config.BY_NAME and not config.BY_NAME[k].resumable}
+            by_name = config.table().by_name
+            return {k: v for k, v in values.items() if k in by_name and not by_name[k].resumable}
         if fixed(settings, settings.get("facts") or {}) != fixed(payload["config"], payload.get("facts", {})):
             raise CheckpointError(f"checkpoint {path_text(path)} holds settings other than the directory's "
                                   "config.yaml; refusing it (copied from another run?)")

@@ -1,30 +1,28 @@
 """Experiment settings, each declared once: name, default, choices, help, the tasks it applies to.
 
-Precedence: a setting's default < its task's ``DEFAULTS`` (only what differs for that task, in
-``tasks/<task>.py``) < ``--config FILE`` < command-line flags. A run holds the settings of its task
-(and the options of its method) only; a setting of another task, or an option of another method,
-is an error that names where it applies. ``python train.py --help`` is generated from this table.
+The settings of every task are :data:`COMMON`, here; a task declares its own in its module
+(``SETTINGS``), and the harness learns them from the registry of experiments it is handed
+(:mod:`metagreedy.harness.registry`): it knows no task by name. Precedence: a setting's default < its
+task's ``DEFAULTS`` (only what differs for that task) < ``--config FILE`` < command-line flags. A run
+holds the settings of its task (and the options of its method) only; a setting of another task, or an
+option of another method, is an error that names where it applies. ``python train.py --help`` is
+generated from the table.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import reprlib
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 from ..estimators import METHODS
+from .errors import UsageError  # noqa: F401  (the harness's error, imported from here too)
 
 
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, exit status 2."""
-
-
-TASKS = ("omniglot", "hyper_cleaning", "toy", "long_horizon")
-ALL, FEWSHOT, CLEANING, LONG = TASKS, ("omniglot",), ("hyper_cleaning",), ("long_horizon",)
-WITH_DATA = ("omniglot", "hyper_cleaning", "long_horizon")
 METHOD_NAMES = tuple(METHODS)  # the estimators' registry, metagreedy.METHODS
 AUTO = "auto"
 
@@ -72,7 +70,7 @@ class Setting:
     name: str
     default: Any
     help: str
-    tasks: tuple = ALL  # the tasks it applies to
+    tasks: Optional[tuple] = None  # the tasks it applies to: every task (None), or those that declare it
     choices: Optional[tuple | dict] = None  # a dict gives each task its own choices
     check: Optional[tuple] = None  # (predicate, what it requires)
     methods: Optional[tuple] = None  # a method option: the methods it acts on
@@ -89,18 +87,16 @@ class Setting:
         return type(self.default)
 
     def applies(self, task: str, method: str) -> bool:
-        return task in self.tasks and (self.methods is None or method in self.methods)
+        return (self.tasks is None or task in self.tasks) and (self.methods is None or method in self.methods)
 
     def choices_for(self, task: str):
         return self.choices.get(task) if isinstance(self.choices, dict) else self.choices
 
 
 S = Setting
-SETTINGS = [
+COMMON = [  # the settings of every task; each task declares its own (tasks/<task>.py's SETTINGS)
     # ---- what to run ----
-    S("task", "omniglot", "the experiment: few-shot Omniglot (the main job), data hyper-cleaning, the 2-D toy, or "
-      "long mini-batch inner loops",
-      choices=TASKS),
+    S("task", "", "the experiment (its settings are in its group below; the first is the main job)"),
     S("method", "greedy", "the hypergradient estimator (README's table)", choices=METHOD_NAMES),
     S("gamma", 0.9, "greedy's decay gamma in equation 6 (the paper picks 0.9, 0.99 or 0.999 on validation)",
       check=in_range(0.0, 1.0), methods=("greedy",)),
@@ -112,9 +108,6 @@ SETTINGS = [
       check=NON_NEGATIVE, methods=("ift",), metavar="ETA"),
     S("k", 1, "truncated: inner steps back-propagated through (at most --inner-steps)", check=at_least(1),
       methods=("truncated",)),
-    S("step_val_batch", 0, "greedy eq6: validation examples behind grad L_val(w_t) at the steps t < T, a fresh "
-      "mini-batch at each step (0 = all; Omniglot: a multiple of --ways)", tasks=FEWSHOT + CLEANING, check=at_least(0),
-      methods=("greedy",), metavar="N"),
     # ---- the inner problem: w_t = Phi(w_{t-1}, alpha) ----
     S("inner_steps", 5, "T, inner optimizer steps per hypergradient", check=at_least(1), metavar="T"),
     S("inner_lr", 0.1, "inner learning rate", check=POSITIVE, metavar="LR"),
@@ -131,66 +124,6 @@ SETTINGS = [
     S("tf32", False, "on a GPU, let float32 convolutions and matrix products run in TF32 (10-bit mantissa; torch's "
       "default for cuDNN convolutions); off by default: hypergradients are sensitive to round-off "
       "(docs/PERFORMANCE.md, precision)"),
-    # ---- data and evaluation ----
-    S("dataset", AUTO, "omniglot: auto (the real data if found or downloadable, else the built-in synthetic "
-      "alphabet), omniglot or synthetic; hyper_cleaning: mnist or fashion_mnist; long_horizon: mnist, fashion_mnist "
-      "or synthetic (random class prototypes plus noise, for tests)", tasks=WITH_DATA, metavar="NAME",
-      choices={"omniglot": ("auto", "omniglot", "synthetic"), "hyper_cleaning": ("mnist", "fashion_mnist"),
-               "long_horizon": ("mnist", "fashion_mnist", "synthetic")},
-      pinned=True),
-    S("data_root", "./data", "folder of the data in torchvision's layout (downloaded there when missing and "
-      "the network allows)", tasks=WITH_DATA, resumable=True, metavar="DIR"),
-    S("eval_every", 100, "outer steps between evaluations (and at the last step)", tasks=WITH_DATA,
-      check=at_least(1), metavar="N"),
-    # ---- Omniglot ----
-    S("ways", 5, "classes per task (N-way)", tasks=FEWSHOT, check=at_least(1), metavar="N"),
-    S("shots", 1, "support examples per class (K-shot)", tasks=FEWSHOT, check=at_least(1), metavar="K"),
-    S("queries", 10, "query examples per class; the query loss is the validation loss (the paper: 10)",
-      tasks=FEWSHOT, check=at_least(1), metavar="Q"),
-    S("meta_batch", 16, "tasks per outer step; the hypergradient is their mean", tasks=FEWSHOT,
-      check=at_least(1, 100_000), metavar="N"),
-    S("init", "fixed", "where the adapted layers start: one fixed random initialisation for every task, or a "
-      "meta-learned one (a hyperparameter too)", tasks=FEWSHOT, choices=("fixed", "learned")),
-    S("rotations", False, "add each class rotated by 90/180/270 degrees as three new classes", tasks=FEWSHOT),
-    S("val_fraction", 0.2, "background classes held out for meta-validation (the paper: 20%)", tasks=FEWSHOT,
-      check=UNIT_OPEN),
-    S("eval_tasks", 100, "meta-validation tasks per periodic evaluation", tasks=FEWSHOT, check=at_least(1),
-      metavar="N"),
-    S("final_eval_tasks", 600, "tasks for the final meta-validation and meta-test accuracy", tasks=FEWSHOT,
-      check=at_least(1), metavar="N"),
-    S("loop", AUTO, "how a meta-batch is computed: higher (per task, through higher's functional model and "
-      "SGD), func (per task, torch.func), batched (all tasks as one vmapped computation), graph (batched, "
-      "captured once in a CUDA graph and replayed; CUDA only); auto = graph on a GPU (3.2x the batched path's "
-      "tasks/s on an H200, which is 5-7x the higher loop's on an H100; the same hypergradients), higher on a "
-      "CPU (faster there)", tasks=FEWSHOT,
-      choices=("auto", "higher", "func", "batched", "graph")),
-    S("memory_format", AUTO, "per-task loop's convolutions: channels_last or contiguous; auto = channels_last on a "
-      "CPU (measured faster there)", tasks=FEWSHOT, choices=("auto", "channels_last", "contiguous")),
-    # ---- hyper-cleaning ----
-    S("noise", 0.3, "probability that a training label is replaced by another class", tasks=CLEANING,
-      check=in_range(0.0, 1.0)),
-    S("protocol", "paper", "paper: validate and test on the test split, as the paper; heldout: validate on "
-      "--n-val clean training examples, test on the untouched test split", tasks=CLEANING,
-      choices=("paper", "heldout")),
-    S("n_train", 1000, "training examples (hyper_cleaning: noisy, one weight alpha_i each; long_horizon: the pool "
-      "the mini-batches are drawn from)", tasks=CLEANING + LONG, check=at_least(1), metavar="N"),
-    S("n_val", 10000, "clean validation examples (hyper_cleaning: of --protocol heldout; long_horizon: held out of "
-      "the training split, the outer loss)", tasks=CLEANING + LONG, check=at_least(1), metavar="N"),
-    S("val_batch", 0, "validation mini-batch per hypergradient, fresh each outer step (0 = the whole set)",
-      tasks=CLEANING, check=at_least(0), metavar="N"),
-    S("inner_start", "continue", "where each outer step's T inner steps start: continue = from the previous outer "
-      "step's w_T (one online trajectory of outer-steps x T steps; the momentum restarts), fresh = from the same "
-      "initialisation w_0 every outer step (Franceschi et al. 2017); the paper states neither", tasks=CLEANING,
-      choices=("continue", "fresh")),
-    S("hpo", True, "tune the example weights; --no-hpo keeps alpha = 0 (the 'w/o HPO' row, same training)",
-      tasks=CLEANING),
-    S("oracle", False, "train on the clean examples only (the oracle row)", tasks=CLEANING),
-    # ---- long horizons ----
-    S("batch_size", 64, "inner mini-batch: step t trains on the t-th batch drawn for the hypergradient", tasks=LONG,
-      check=at_least(1), metavar="B"),
-    S("hidden", 64, "width of the MLP's two hidden layers (784-H-H-10)", tasks=LONG, check=at_least(1), metavar="H"),
-    S("weight_decay", 1e-4, "weight decay at the start (a hyperparameter, tuned in log scale; the learning rates "
-      "start at --inner-lr)", tasks=LONG, check=POSITIVE),
     # ---- infrastructure (none of these changes a run's numbers) ----
     S("run_dir", "", "the run's directory (default: runs/<name>-<time>); it must not hold another run",
       resumable=True, metavar="DIR"),
@@ -200,16 +133,80 @@ SETTINGS = [
     S("wandb", AUTO, "W&B logging: auto = online when logged in (WANDB_API_KEY or netrc) and the server answers, "
       "else offline", choices=("auto", "online", "offline", "disabled"), resumable=True),
     S("wandb_project", "metagreedy", "W&B project", resumable=True, metavar="NAME"),
-    S("wandb_group", "", "W&B group (default: the task's, e.g. omniglot/5way-1shot/greedy)", resumable=True,
+    S("wandb_group", "", "W&B group (default: one the task names from the run's settings)", resumable=True,
       metavar="NAME"),
     S("progress", True, "show a progress bar", resumable=True),
 ]
 del S
-BY_NAME = {s.name: s for s in SETTINGS}
-GROUPS = {"common to every task": ALL, "Omniglot (--task omniglot)": FEWSHOT,
-          "hyper-cleaning (--task hyper_cleaning)": CLEANING, "toy (--task toy)": ("toy",),
-          "long horizons (--task long_horizon)": LONG}
+COMMON_GROUP = "common to every task"
 
+
+class Table:
+    """Every setting of every task: :data:`COMMON`, and the ``SETTINGS`` each task of ``experiments``
+    declares (``experiments.NAMES`` and ``experiments.load(name)`` -> the task's module, as the
+    checkout's ``tasks`` package). A setting several tasks declare is one flag: its tasks are those
+    that declare it, its choices and help may differ by task, and a task's own default goes to that
+    task's defaults."""
+
+    def __init__(self, experiments):
+        self.tasks = tuple(experiments.NAMES)
+        modules = {name: experiments.load(name) for name in self.tasks}
+        self.descriptions = {name: m.DESCRIPTION for name, m in modules.items()}
+        self.defaults = {name: dict(m.DEFAULTS) for name, m in modules.items()}
+        declared: dict[str, list] = {}
+        for name, module in modules.items():
+            for s in getattr(module, "SETTINGS", ()):
+                declared.setdefault(s.name, []).append((name, s))
+        settings = [dataclasses.replace(s, tasks=self.tasks) for s in COMMON]
+        settings[0] = dataclasses.replace(settings[0], default=self.tasks[0], choices=self.tasks)  # --task
+        settings += [self._merge(versions) for versions in declared.values()]
+        self.settings = settings
+        self.by_name = {s.name: s for s in settings}
+        if len(self.by_name) != len(settings):
+            raise TypeError("a task declares a setting of every task: "
+                            f"{sorted(n for n in declared if n in {s.name for s in COMMON})}")
+
+    def _merge(self, versions: list) -> Setting:
+        """One setting from the versions the tasks declare (``[(task, Setting)]``)."""
+        first = versions[0][1]
+        for task, s in versions[1:]:
+            same = (s.kind, s.methods, s.resumable, s.pinned, s.metavar, s.check and s.check[1])
+            if same != (first.kind, first.methods, first.resumable, first.pinned, first.metavar,
+                        first.check and first.check[1]):
+                raise TypeError(f"tasks declare --{s.name.replace('_', '-')} differently ({versions[0][0]}, {task})")
+            if s.default != first.default:
+                self.defaults[task].setdefault(s.name, s.default)
+        helps = {s.help for _, s in versions}
+        text = first.help if len(helps) == 1 else "; ".join(f"{task}: {s.help}" for task, s in versions)
+        choices = [s.choices for _, s in versions]
+        if any(c != choices[0] for c in choices):
+            choices = {task: s.choices for task, s in versions}
+        else:
+            choices = choices[0]
+        return dataclasses.replace(first, help=text, choices=choices, tasks=tuple(t for t, _ in versions))
+
+    def groups(self) -> dict:
+        """--help's groups: the common one, then one per task (its own settings), by title."""
+        return {COMMON_GROUP: None, **{f"--task {t}": t for t in self.tasks}}
+
+
+_tables: dict = {}
+
+
+def table(experiments=None) -> Table:
+    """The settings table of ``experiments`` (default: the harness's registry of experiments)."""
+    if experiments is None:
+        from . import registry
+        experiments = registry.experiments()
+    key = id(experiments)
+    if key not in _tables or _tables[key][0] is not experiments:
+        _tables[key] = (experiments, Table(experiments))
+    return _tables[key][1]
+
+
+def setting(name: str) -> Optional[Setting]:
+    """The setting called ``name`` in the table, or None."""
+    return table().by_name.get(name)
 
 # ---- the resolved settings of one run ---------------------------------------------------------------
 
@@ -368,12 +365,12 @@ def load_file(path: str) -> dict:
         raise UsageError(f"{where} expands to more than {MAX_YAML_NODES} values (YAML aliases?); refusing it")
     if not isinstance(data, dict):
         raise UsageError(f"{where} must hold a mapping of setting: value")
-    out = {}
+    out, by_name = {}, table().by_name
     for key, value in data.items():
         name = str(key).replace("-", "_")
-        if name not in BY_NAME:
+        if name not in by_name:
             raise UsageError(f"{where}: unknown setting {brief(key)}")
-        out[name] = _from_file(BY_NAME[name], value, where)
+        out[name] = _from_file(by_name[name], value, where)
     return out
 
 
@@ -406,7 +403,7 @@ def _default_text(setting: Setting, task_defaults: Mapping[str, dict]) -> str:
 
 def _applies_text(setting: Setting) -> str:
     where = []
-    if setting.tasks not in (ALL,) and len(setting.tasks) > 1:
+    if setting.tasks != table().tasks and len(setting.tasks) > 1:
         where.append(" and ".join(setting.tasks))
     if setting.methods:
         where.append("--method " + "/".join(setting.methods))
@@ -432,11 +429,10 @@ class _Bool(argparse.Action):
                 raise UsageError(f"{option_string} must be true or false, got {brief(value)}") from None
 
 
-def parser(task_defaults: Optional[Mapping[str, dict]] = None, descriptions: Optional[Mapping[str, str]] = None):
+def parser():
     """The command line: one flag per setting, grouped by task, each with its help, default and choices.
     Booleans take ``--flag``, ``--no-flag`` and ``--flag=true|false``."""
-    task_defaults = task_defaults or {}
-    descriptions = descriptions or {}
+    t = table()
     p = _Parser(prog="train.py", formatter_class=_Help, allow_abbrev=False,
                 description="metagreedy: meta-training and hyperparameter optimization with greedy hypergradients. "
                 "Boolean settings take --flag, --no-flag or --flag=true|false. A setting of another task, or an "
@@ -446,17 +442,16 @@ def parser(task_defaults: Optional[Mapping[str, dict]] = None, descriptions: Opt
                    "kept, and only --outer-steps (upward), --device, --data-root, --run-dir (the same), "
                    "--checkpoint-every, --wandb* and --progress may be given")
     groups = {}
-    for title, where in GROUPS.items():
-        task = where[0] if len(where) == 1 else None
+    for title, task in t.groups().items():
         text = None
         if task is not None:
-            changed = ", ".join(f"{k}={_show(v)}" for k, v in task_defaults.get(task, {}).items()) or "none"
-            text = f"{descriptions.get(task, '')} Defaults that differ from the common ones: {changed}."
-        groups[title] = p.add_argument_group(title, text)
-    for s in SETTINGS:
-        group = next((g for name, g in groups.items() if GROUPS[name] == s.tasks), groups["common to every task"])
+            changed = ", ".join(f"{k}={_show(v)}" for k, v in t.defaults[task].items()) or "none"
+            text = f"{t.descriptions[task]} Defaults that differ from the common ones: {changed}."
+        groups[task] = p.add_argument_group(title, text)
+    for s in t.settings:
+        group = groups[s.tasks[0] if len(s.tasks) == 1 else None]
         choices = s.choices_for(s.tasks[0]) if not isinstance(s.choices, dict) else None
-        text = f"{s.help}{_applies_text(s)}{_default_text(s, task_defaults)}".replace("%", "%%")
+        text = f"{s.help}{_applies_text(s)}{_default_text(s, t.defaults)}".replace("%", "%%")
         if isinstance(s.choices, dict):
             text += "; choices: " + "; ".join(f"{t}: {', '.join(c)}" for t, c in s.choices.items())
         if s.kind is bool:
@@ -475,11 +470,11 @@ class Invocation(NamedTuple):
     config_file: str
 
 
-def parse(argv: Optional[list] = None, task_defaults=None, descriptions=None) -> Invocation:
+def parse(argv: Optional[list] = None) -> Invocation:
     """Read the command line once: the settings the user gave (``--config`` file, then flags)."""
     argv = [_dashes(a) for a in (sys.argv[1:] if argv is None else argv)]
     try:
-        args = parser(task_defaults, descriptions).parse_args(argv)
+        args = parser().parse_args(argv)
     except argparse.ArgumentTypeError as e:  # pragma: no cover - argparse reports through error()
         raise UsageError(str(e)) from None
     flags = {k: v for k, v in vars(args).items() if v is not None and k not in ("config", "resume")}
@@ -496,29 +491,31 @@ def _dashes(arg: str) -> str:
 
 
 def _where(name: str, inv: Invocation) -> str:
-    return BY_NAME[name].flag if name in inv.from_flags else f"'{name}' in config file {brief(inv.config_file)}"
+    return table().by_name[name].flag if name in inv.from_flags else f"'{name}' in config file {brief(inv.config_file)}"
 
 
-def resolve_settings(inv: Invocation, task_defaults: Callable[[str], dict]) -> Config:
+def resolve_settings(inv: Invocation) -> Config:
     """The run's settings: defaults < task defaults < file < flags, checked, only those that apply."""
-    task = inv.explicit.get("task", BY_NAME["task"].default)
-    if task not in TASKS:
-        raise UsageError(f"unknown --task {brief(task)}; choose from {', '.join(TASKS)}")
-    defaults = task_defaults(task) if task_defaults is not None else {}
-    method = inv.explicit.get("method", defaults.get("method", BY_NAME["method"].default))
+    t = table()
+    by_name = t.by_name
+    task = inv.explicit.get("task", by_name["task"].default)
+    if task not in t.tasks:
+        raise UsageError(f"unknown --task {brief(task)}; choose from {', '.join(t.tasks)}")
+    defaults = t.defaults[task]
+    method = inv.explicit.get("method", defaults.get("method", by_name["method"].default))
     if method not in METHOD_NAMES:
         raise UsageError(f"unknown --method {brief(method)}; choose from {', '.join(METHOD_NAMES)}")
     for name in inv.explicit:
-        s = BY_NAME[name]
+        s = by_name[name]
         if task not in s.tasks:
             raise UsageError(f"{_where(name, inv)} applies to --task {' and '.join(s.tasks)}, not {task}")
         if s.methods is not None and method not in s.methods:
             raise UsageError(f"{_where(name, inv)} applies to --method {' and '.join(s.methods)}, not {method}")
-    values = {s.name: s.default for s in SETTINGS if s.applies(task, method)}
+    values = {s.name: s.default for s in t.settings if s.applies(task, method)}
     values.update({k: v for k, v in defaults.items() if k in values})
     values.update(inv.explicit)
     for name, value in values.items():
-        check_value(BY_NAME[name], value, task)
+        check_value(by_name[name], value, task)
     return Config(values)
 
 
@@ -533,9 +530,9 @@ def check_value(s: Setting, value: Any, task: str) -> None:
             raise UsageError(f"{s.flag} must be {requirement}, got {brief(value)}")
 
 
-def resolve(argv: Optional[list] = None, task_defaults=None) -> Config:
+def resolve(argv: Optional[list] = None) -> Config:
     """Settings for a new run from the command line (``--resume`` is train.py's business)."""
-    return resolve_settings(parse(argv), task_defaults)
+    return resolve_settings(parse(argv))
 
 
 def validate(cfg: Config) -> None:
@@ -555,7 +552,7 @@ def pin(settings: Mapping[str, Any], facts: Mapping[str, Any]) -> dict:
     """A run's settings with each pinned "auto" replaced by what the run used (its facts): a
     resumed or reused run goes on with the same data, whatever it finds on this machine."""
     out = dict(settings)
-    for s in SETTINGS:
+    for s in table().settings:
         if s.pinned and out.get(s.name) == AUTO and facts.get(s.name) not in (None, AUTO):
             out[s.name] = facts[s.name]
     return out
@@ -571,10 +568,10 @@ ADDED_LATER = {"tf32": None,  # None: torch's defaults (TF32 in cuDNN convolutio
 def upgrade(stored: Mapping[str, Any]) -> dict:
     """A stored config with the settings added since it was written, at their earlier behaviour."""
     out = dict(stored)
-    task, method = out.get("task"), out.get("method")
-    if task in TASKS and method in METHOD_NAMES:
+    task, method, t = out.get("task"), out.get("method"), table()
+    if task in t.tasks and method in METHOD_NAMES:
         for name, value in ADDED_LATER.items():
-            if BY_NAME[name].applies(task, method):
+            if t.by_name[name].applies(task, method):
                 out.setdefault(name, value)
     return out
 
@@ -582,15 +579,15 @@ def upgrade(stored: Mapping[str, Any]) -> dict:
 def stored_problem(stored: Mapping[str, Any]) -> str:
     """Why a checkpoint's settings cannot be a run's ('' when they can): unknown or missing
     settings, or values no run could have."""
-    task, method = stored.get("task"), stored.get("method")
-    if task not in TASKS or method not in METHOD_NAMES:
+    task, method, t = stored.get("task"), stored.get("method"), table()
+    if task not in t.tasks or method not in METHOD_NAMES:
         return f"names an unknown task or method ({brief(task)}, {brief(method)})"
-    want = {s.name for s in SETTINGS if s.applies(task, method)}
+    want = {s.name for s in t.settings if s.applies(task, method)}
     unknown, missing = sorted(set(stored) - want), sorted(want - set(stored) - set(ADDED_LATER))
     if unknown or missing:
         return f"has settings this version does not know ({brief(unknown)}) or lacks ({brief(missing)})"
     for name, value in stored.items():
-        s = BY_NAME[name]
+        s = t.by_name[name]
         if name in ADDED_LATER and value == ADDED_LATER[name]:
             continue
         if not isinstance(value, s.kind) or (s.kind is int and isinstance(value, bool)):
@@ -605,10 +602,10 @@ def stored_problem(stored: Mapping[str, Any]) -> str:
 def for_resume(stored: Mapping[str, Any], inv: Invocation) -> Config:
     """A resumed run's settings: the checkpoint's, with only the settings that cannot change its
     results taken from the command line; anything else that differs is refused, listed."""
-    cfg = Config(stored)
+    cfg, by_name = Config(stored), table().by_name
     differ = []
     for name, value in inv.explicit.items():
-        s = BY_NAME[name]
+        s = by_name[name]
         if name not in stored:
             differ.append(f"{_where(name, inv)} (not a setting of this {stored.get('task')} / "
                           f"{stored.get('method')} run)")
@@ -617,11 +614,11 @@ def for_resume(stored: Mapping[str, Any], inv: Invocation) -> Config:
         elif value != stored[name]:
             differ.append(f"{_where(name, inv)} {brief(value)} (the run has {brief(stored[name])})")
     if differ:
-        allowed = ", ".join(s.flag for s in SETTINGS if s.resumable)
+        allowed = ", ".join(s.flag for s in by_name.values() if s.resumable)
         raise UsageError("--resume keeps the run's settings; these differ: " + "; ".join(differ[:6])
                          + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
                          + f". Only {allowed} may change on resume")
-    return cfg.replace(**{k: v for k, v in inv.explicit.items() if BY_NAME[k].resumable})
+    return cfg.replace(**{k: v for k, v in inv.explicit.items() if by_name[k].resumable})
 
 
 def apply_numerics(cfg) -> None:

@@ -13,7 +13,7 @@ import json
 import os
 import stat
 
-from .config import (BY_NAME, MAX_YAML_NODES, UsageError, _count_nodes, _unique_key_loader, brief, path_text,
+from .config import (MAX_YAML_NODES, UsageError, _count_nodes, _unique_key_loader, brief, path_text, setting,
                      stored_problem, upgrade)
 
 MAX_JSON_BYTES = 1 << 20  # summary.json, cell.json: a few hundred bytes
@@ -129,8 +129,8 @@ def summary_problem(data) -> str:
     if "run_id" in data and run_id_problem(data["run_id"]):
         return run_id_problem(data["run_id"])
     for key, value in data.items():
-        setting = BY_NAME.get(key)
-        text_ok = key in TEXT or (setting is not None and setting.kind is str)
+        declared = setting(key) if isinstance(value, str) and key not in TEXT else None
+        text_ok = key in TEXT or (declared is not None and declared.kind is str)
         if isinstance(value, str) and not text_ok and value not in NONFINITE:
             return f"holds {key} = {brief(value)}, not a number"
         if not (value is None or isinstance(value, (bool, int, float, str)) or _number_list(value)):

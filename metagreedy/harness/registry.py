@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 
+from .errors import UsageError
+
 EXPERIMENTS = "tasks"  # the experiments' package at the root of a checkout; not part of the distribution
 _handed_in = None
 
@@ -23,7 +25,6 @@ def experiments():
     """The registry handed in with :func:`use`, else the package ``EXPERIMENTS``."""
     if _handed_in is not None:
         return _handed_in
-    from .config import UsageError
     try:
         return importlib.import_module(EXPERIMENTS)
     except ModuleNotFoundError as e:

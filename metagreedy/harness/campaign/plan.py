@@ -1,6 +1,9 @@
 """The campaign's plans and cells, read-only: the plan language (configs/campaign/*.yaml) expanded
 into cells, and the state of each cell as its directory under DIR shows it. The runner
-(bench/campaign.py) and the report (bench/campaign_report.py) both build on this module.
+(:mod:`.runner`) and the report (bench/campaign_report.py) both build on this module.
+
+Paths in a plan (``--config configs/...``) are relative to the checkout it runs in, as train.py's
+are: the working directory, unless a ``root`` is given.
 """
 from __future__ import annotations
 
@@ -12,13 +15,10 @@ import os
 import re
 import shlex
 
-from common import ROOT
+from .. import files
+from ..config import one_line
+from ..rundir import link_in
 
-from metagreedy.harness import files
-from metagreedy.harness.config import one_line
-from metagreedy.harness.rundir import link_in
-
-DEFAULT_OUT = os.path.join(ROOT, "results")
 EVAL_KEYS = ("meta_val_acc", "val_acc", "test_acc")
 MAX_CELLS = 10_000  # a plan's grid; the largest real one has a few hundred cells
 MAX_PLAN_BYTES = 1 << 20
@@ -59,10 +59,10 @@ def split_flags(flags) -> list[str]:
     return shlex.split(flags) if isinstance(flags, str) else [str(f) for f in flags]
 
 
-def shown(path: str) -> str:
-    """A path relative to the repository when it is inside it."""
-    path = os.path.abspath(path)
-    return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
+def shown(path: str, root: str | None = None) -> str:
+    """A path relative to the checkout ``root`` (default: the working directory) when it is inside it."""
+    path, root = os.path.abspath(path), os.path.abspath(root or os.getcwd())
+    return os.path.relpath(path, root) if path.startswith(root + os.sep) else path
 
 
 def load_plan(path: str) -> Plan:
@@ -184,14 +184,14 @@ def _expand(path: str, data: dict, name: str, text: str) -> Plan:
 
 
 @functools.lru_cache(maxsize=None)
-def resolved(args: tuple):
-    """The train.py config of a cell's flags (task, outer steps, ...), as train.py would resolve it."""
-    import tasks
-    from metagreedy.harness import config
+def resolved(args: tuple, root: str | None = None):
+    """The train.py config of a cell's flags (task, outer steps, ...), as train.py would resolve it
+    in the checkout ``root`` (default: the working directory)."""
+    from .. import config
     cwd = os.getcwd()
-    os.chdir(ROOT)  # the plans' paths (configs/...) are relative to the repository, as in train.py's runs
+    os.chdir(root or cwd)  # the plans' paths (configs/...) are relative to the checkout, as in train.py's runs
     try:
-        cfg = config.resolve(list(args), tasks.defaults)
+        cfg = config.resolve(list(args))
         config.validate(cfg)
         return cfg
     except config.UsageError as e:
@@ -234,14 +234,14 @@ def checkpoint_of(cell_dir: str):
     """The cell's checkpoint (None when it has none); CheckpointError when it cannot be read."""
     if not os.path.lexists(os.path.join(cell_dir, "checkpoint.pt")):
         return None
-    from metagreedy.harness import checkpoint
+    from .. import checkpoint
     return checkpoint.load(cell_dir)
 
 
 def read_cell(d: str) -> dict:
     """Every file of a cell's directory, checked (metagreedy.harness.files), and that they are of one run:
     FileDamaged or CheckpointError otherwise."""
-    from metagreedy.harness.checkpoint import CheckpointError
+    from ..checkpoint import CheckpointError
     found = {"record": read_record(d), "summary": files.read_summary(d), "settings": files.read_settings(d),
              "checkpoint": checkpoint_of(d)}
     ids = {name: data.get("run_id", "") for name, data in found.items() if name != "record" and data is not None}
@@ -264,7 +264,7 @@ def state(cell: Cell, out: str) -> dict:
     ``devices`` and ``seconds`` (of training, from the checkpoint's segments when train.py writes
     them, else its elapsed time) and ``wall`` (seconds of the campaign's processes), ``tail`` (the
     end of the log of a failed cell)."""
-    from metagreedy.harness.checkpoint import CheckpointError
+    from ..checkpoint import CheckpointError
     d = os.path.join(out, cell.path)
     info = {"state": "new", "step": 0, "steps": None, "summary": {}, "record": {}, "wall": 0.0, "tail": [],
             "devices": [], "seconds": 0.0, "problem": ""}
