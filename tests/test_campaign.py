@@ -637,6 +637,15 @@ def test_the_plans_cover_the_papers_grid(name, task, want):
     assert len(got) == len(set(got)) and set(got) == want
 
 
+def test_a_sweep_file_is_written_once_and_never_over_another(tmp_path, capsys):
+    plan, to = os.path.join(PLANS, "smoke.yaml"), tmp_path / "sweep.yaml"
+    assert campaign.main(["sweep", "--plan", plan, "--to", str(to)]) == 0
+    assert len(expand_sweep(to.read_text())) == len(campaign_plan.load_plan(plan).cells)
+    to.write_text("mine")
+    assert campaign.main(["sweep", "--plan", plan, "--to", str(to)]) == 2
+    assert to.read_text() == "mine" and "exists" in capsys.readouterr().err
+
+
 def test_the_agent_runs_a_cell_as_train_py_would(tmp_path):
     """``cell`` becomes train.py on the cell's flags, with the flags after it (the agent's run)."""
     plan = os.path.join(PLANS, "smoke.yaml")

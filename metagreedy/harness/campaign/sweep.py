@@ -13,6 +13,7 @@ import sys
 
 import yaml
 
+from ..errors import UsageError
 from ..rundir import write_text
 from .plan import PlanError, load_plan, resolved, shown
 
@@ -39,6 +40,8 @@ def sweep_text(plan_path: str, root: str) -> str:
 def write_sweep(args) -> int:
     text = sweep_text(args.plan, args.root)
     if args.to:
+        if os.path.lexists(args.to):  # a file of the user's is never written over
+            raise UsageError(f"{shown(args.to, args.root)} exists; give --to a new path (or remove it first)")
         write_text(args.to, text)
         print(f"wrote {shown(args.to, args.root)}")
     else:
