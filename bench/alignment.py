@@ -22,7 +22,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from .common import ROOT
+from .common import ROOT, guarded
 
 import metagreedy as mg  # noqa: E402
 from metagreedy.harness import checkpoint  # noqa: E402
@@ -106,4 +106,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))

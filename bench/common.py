@@ -31,10 +31,11 @@ def guarded(main) -> int:
     from metagreedy.harness.checkpoint import CheckpointError
     from metagreedy.harness.config import UsageError, one_line
     from metagreedy.data import DataError
+    from metagreedy.harness.campaign.plan import PlanError
     from metagreedy.harness.rundir import WriteError
     try:
         return main() or 0
-    except (UsageError, CheckpointError, DataError) as e:
+    except (UsageError, CheckpointError, DataError, PlanError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except WriteError as e:

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from .common import ROOT, child_env, python_module, fmt, mean_ci, metrics, replace_section, summary
+from .common import ROOT, child_env, fmt, guarded, mean_ci, metrics, python_module, replace_section, summary
 
 from metagreedy.rundir import write_atomic
 
@@ -460,4 +460,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))

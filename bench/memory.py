@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from .common import ROOT, child_env, python_module
+from .common import ROOT, child_env, guarded, python_module
 
 
 def problem(net: str, device: str):
@@ -171,4 +171,4 @@ def write_nets(results, args):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))

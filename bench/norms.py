@@ -14,11 +14,12 @@ import argparse
 import itertools
 import math
 import os
+import sys
 import statistics
 
 from metagreedy.harness.campaign.plan import load_plan, resolved, state
 
-from .common import ROOT, metrics
+from .common import ROOT, guarded, metrics
 
 
 def summarise(plan, out: str) -> list[dict]:
@@ -86,4 +87,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))

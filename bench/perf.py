@@ -21,7 +21,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .common import ROOT
+from .common import ROOT, guarded
 
 import metagreedy as mg  # noqa: E402
 from metagreedy import nn as mgnn  # noqa: E402
@@ -228,4 +228,4 @@ def write(tables, throughput, args, have_torchopt):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))

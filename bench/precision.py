@@ -20,7 +20,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from .common import ROOT
+from .common import ROOT, guarded
 
 import metagreedy as mg  # noqa: E402
 from metagreedy import nn as mgnn  # noqa: E402
@@ -119,4 +119,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))

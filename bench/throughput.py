@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from .common import ROOT, child_env, python_module
+from .common import ROOT, child_env, guarded, python_module
 
 from metagreedy.harness import config  # noqa: E402
 
@@ -155,4 +155,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))
