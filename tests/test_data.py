@@ -12,7 +12,8 @@ from metagreedy.data.cleaning import corrupt
 from metagreedy.data.fewshot import split_classes
 from metagreedy.rng import keyed_generator
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+from paths import REAL_DATA as SHARED
+
 HAVE_OMNIGLOT = os.path.isdir(os.path.join(SHARED, "omniglot-py", "images_background"))
 MNIST_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 
@@ -156,7 +157,7 @@ TEST_COUNTS = {"mnist": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009],
 def test_real_mnist_loads(name):
     from metagreedy.data.cleaning import load_split
     if not os.path.isdir(os.path.join(SHARED, MNIST_FOLDERS[name], "raw")):
-        pytest.skip(f"real {MNIST_FOLDERS[name]} not found under ../shared/data")
+        pytest.skip(f"real {MNIST_FOLDERS[name]} not found (METAGREEDY_TEST_DATA or ./data)")
     x, y = load_split(name, SHARED, train=False)
     assert x.shape == (10000, 1, 28, 28) and x.min() == 0 and x.max() == 1
     assert y.bincount(minlength=10).tolist() == TEST_COUNTS[name]
@@ -408,7 +409,7 @@ def decode_by_hand(path, size=28):
         return 255 - torch.tensor(list(small.getdata()), dtype=torch.uint8).view(size, size)
 
 
-@pytest.mark.skipif(not HAVE_OMNIGLOT, reason="real Omniglot not found at ../shared/data/omniglot-py")
+@pytest.mark.skipif(not HAVE_OMNIGLOT, reason="real Omniglot not found (METAGREEDY_TEST_DATA or ./data)")
 def test_real_omniglot_loads_sorted_and_its_cache_is_bit_identical(fresh_cache, decodes):
     images, names = omniglot_module.load_omniglot(SHARED, background=False)
     assert images.shape == (659, 20, 28, 28) and len(decodes) == 1

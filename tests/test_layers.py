@@ -196,3 +196,21 @@ def test_the_harness_finds_the_experiments_it_is_handed(monkeypatch):
     handed = object()
     monkeypatch.setattr(registry, "_handed_in", handed)
     assert registry.experiments() is handed
+
+
+def test_load_run_finds_the_experiments_of_the_working_directory_from_a_script_elsewhere(tmp_path):
+    """A script outside the checkout, run from it: ``tasks`` is not on its import path, and the
+    harness imports the working directory's."""
+    import subprocess
+    import sys
+    script = tmp_path / "score.py"
+    script.write_text("from metagreedy.harness import registry\n"
+                      "t = registry.experiments()\n"
+                      "print(t.__name__, t.load('toy').__name__, t.__file__)\n")
+    out = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[:2] == ["tasks", "tasks.toy"] and out.stdout.split()[2].startswith(ROOT)
+    away = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert away.returncode == 1 and "UsageError: no experiments to rebuild the run with" in away.stderr

@@ -9,9 +9,10 @@ import torch
 
 import train
 from metagreedy import checkpoint
+from paths import REAL_DATA as SHARED
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(ROOT, "..", "shared", "data")
+
 TOY = ["--task", "toy", "--outer-steps", "12", "--checkpoint-every", "4", "--no-progress"]
 FEWSHOT = ["--task", "omniglot", "--dataset", "synthetic", "--ways", "3", "--shots", "1", "--queries", "2",
            "--meta-batch", "2", "--outer-steps", "4", "--eval-every", "2", "--eval-tasks", "3",
@@ -95,7 +96,8 @@ def test_fewshot_run_writes_the_summary(tmp_path):
     assert any("meta_val_acc" in row for row in rows(run_dir))
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "MNIST", "raw")), reason="MNIST not at ../shared/data")
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "MNIST", "raw")),
+                    reason="real MNIST not found (METAGREEDY_TEST_DATA or ./data)")
 def test_hyper_cleaning_run_writes_the_summary(tmp_path):
     run_dir = str(tmp_path / "hc")
     args = ["--task", "hyper_cleaning", "--data-root", SHARED, "--outer-steps", "2", "--inner-steps", "2",

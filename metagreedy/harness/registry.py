@@ -8,6 +8,9 @@ so ``metagreedy.load_run`` and ``python -m metagreedy.evaluate`` work from there
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
+import sys
 
 from .errors import UsageError
 
@@ -22,7 +25,8 @@ def use(tasks) -> None:
 
 
 def experiments():
-    """The registry handed in with :func:`use`, else the package ``EXPERIMENTS``."""
+    """The registry handed in with :func:`use`, else the package ``EXPERIMENTS``: importable as it is
+    (a script or ``python -m`` from the checkout), else the one in the working directory."""
     if _handed_in is not None:
         return _handed_in
     try:
@@ -30,5 +34,26 @@ def experiments():
     except ModuleNotFoundError as e:
         if e.name != EXPERIMENTS:
             raise
-        raise UsageError(f"no experiments to rebuild the run with: the '{EXPERIMENTS}' package of a metagreedy "
-                         "checkout is not importable here (run from the checkout, or pass tasks=...)") from None
+    found = _from_working_directory()
+    if found is None:
+        raise UsageError(f"no experiments to rebuild the run with: no '{EXPERIMENTS}' package is importable here "
+                         f"or in the working directory {os.getcwd()!r} (work from a metagreedy checkout, or pass "
+                         "tasks=...)")
+    return found
+
+
+def _from_working_directory():
+    """The package ``EXPERIMENTS`` of the working directory, imported under its own name (so its
+    modules import each other as in the checkout), or None; ``sys.path`` is left as it is."""
+    init = os.path.join(os.getcwd(), EXPERIMENTS, "__init__.py")
+    if not os.path.isfile(init):
+        return None
+    spec = importlib.util.spec_from_file_location(EXPERIMENTS, init, submodule_search_locations=[os.path.dirname(init)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[EXPERIMENTS] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[EXPERIMENTS]
+        raise
+    return module
