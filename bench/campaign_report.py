@@ -57,8 +57,8 @@ LAYOUTS = {
         plan="table3_mb1", readings=("table3_mb1", "table3"), section="campaign_table3",
         title="## Campaign: few-shot Omniglot, 1-shot (table 3)",
         intro="The primary reading is plan `table3_mb1` (one task per outer step); plan `table3` (16 tasks per "
-              "outer step) is the other reading of the paper's unstated meta-batch, and `ift_neumann` the study of "
-              "IFT's Neumann step. Why: *The paper's unstated choices* below.",
+              "outer step) is the other reading of the paper's unstated meta-batch; `ift_neumann` studies IFT's "
+              "Neumann step and `full_outer_lr` Full's outer step. Why: *The paper's unstated choices* below.",
         part=lambda cfg: None, column=lambda cfg: (cfg.ways,), label=lambda key: f"{key[0]}-way",
         paper="TABLE3", paper_columns=lambda paper: [(w,) for w in paper.TABLE3_WAYS], metrics=_table3_metrics,
         choose_by="meta_val_acc", gamma_label="greedy, gamma chosen on meta-validation"),
