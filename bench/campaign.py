@@ -21,7 +21,7 @@ from .common import ROOT  # noqa: E402
 
 
 def main(argv=None, started: float | None = None) -> int:
-    return campaign.main(argv, started, root=ROOT, report=report)
+    return campaign.main(argv, started, root=ROOT, report=report, prog="python -m bench.campaign")
 
 
 if __name__ == "__main__":

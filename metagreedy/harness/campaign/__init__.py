@@ -28,8 +28,8 @@ from .plan import PlanError, seconds
 
 # ---- command line -------------------------------------------------------------------------------------
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the next cells of a plan within a budget of seconds")
     r.add_argument("--plan", required=True)
@@ -65,14 +65,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None, started: float | None = None, root: str | None = None, report=None) -> int:
+def main(argv=None, started: float | None = None, root: str | None = None, report=None,
+         prog: str | None = None) -> int:
     """The command line. ``started``: when the budget began (the process's start, for the command
     line); ``root``: the checkout (train.py, configs/, results/; default: the working directory);
-    ``report(args)``: what ``report`` runs (the experiments' report, bench/campaign_report.py)."""
+    ``report(args)``: what ``report`` runs (the experiments' report, bench/campaign_report.py);
+    ``prog``: the command's name in its usage line."""
     started = runner.clock() if started is None else started
-    args, extra = parser().parse_known_args(argv)
+    args, extra = parser(prog).parse_known_args(argv)
     if extra and args.command != "cell":
-        parser().parse_args(argv)  # says which argument is unknown, and exits
+        parser(prog).parse_args(argv)  # says which argument is unknown, and exits
     args.root = os.path.abspath(root or os.getcwd())
     args.out = os.path.abspath(getattr(args, "out", None) or os.path.join(args.root, "results"))
     args.keep = os.path.abspath(getattr(args, "keep", None) or os.path.join(os.path.dirname(args.out), "runs",
