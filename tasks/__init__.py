@@ -6,7 +6,8 @@ A task module (``tasks/<name>.py``) defines:
 - ``SETTINGS``: the settings of this task alone (a ``metagreedy.harness.config.Setting`` each; those
   several tasks share are declared once in ``tasks/common.py``). The settings of every task are
   ``metagreedy.harness.config.COMMON``.
-- ``DEFAULTS``: the common settings whose default differs for this task, and only those.
+- ``DEFAULTS``: the settings declared elsewhere (``COMMON``, ``tasks/common.py``) whose default
+  differs for this task, and only those.
 - ``check(cfg)``: the checks of its settings that need no data (raise ``UsageError``); run before
   anything is built or written, so bad input is refused at once.
 - ``run_name(cfg)`` and ``run_group(cfg)``: the default run directory name and the W&B group.

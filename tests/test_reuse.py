@@ -260,3 +260,19 @@ def test_a_run_of_another_task_says_what_it_cannot_do(tmp_path, monkeypatch, cap
     with pytest.raises(TypeError, match="needs a few-shot run; this one is a toy run"):
         run.evaluate()
     assert evaluate_main([path]) == 2 and "few-shot" in capsys.readouterr().err
+
+
+def test_the_registry_passed_to_load_run_is_the_one_it_reads_the_settings_with(trained, monkeypatch, tmp_path):
+    """``tasks=`` serves where no experiments are importable: the checkpoint's settings are read
+    against the registry passed, for this call only."""
+    from metagreedy.harness import registry
+    from metagreedy.harness.config import UsageError
+    path, summary = trained
+    monkeypatch.setattr(registry, "_handed_in", None)
+    monkeypatch.setattr(registry, "EXPERIMENTS", "no_experiments_here")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match="no experiments to rebuild the run with"):
+        metagreedy.load_run(path)
+    run = metagreedy.load_run(path, tasks=tasks)
+    assert run.summary == summary and run.evaluate(tasks=2).tasks == 2
+    assert registry._handed_in is None

@@ -168,21 +168,20 @@ class Table:
 
     def _merge(self, versions: list) -> Setting:
         """One setting from the versions the tasks declare (``[(task, Setting)]``)."""
+        def shape(s: Setting) -> tuple:  # what every declaration of one flag must agree on
+            return s.kind, s.methods, s.resumable, s.pinned, s.metavar, s.check and s.check[1]
+
         first = versions[0][1]
         for task, s in versions[1:]:
-            same = (s.kind, s.methods, s.resumable, s.pinned, s.metavar, s.check and s.check[1])
-            if same != (first.kind, first.methods, first.resumable, first.pinned, first.metavar,
-                        first.check and first.check[1]):
+            if shape(s) != shape(first):
                 raise TypeError(f"tasks declare --{s.name.replace('_', '-')} differently ({versions[0][0]}, {task})")
             if s.default != first.default:
                 self.defaults[task].setdefault(s.name, s.default)
         helps = {s.help for _, s in versions}
         text = first.help if len(helps) == 1 else "; ".join(f"{task}: {s.help}" for task, s in versions)
-        choices = [s.choices for _, s in versions]
-        if any(c != choices[0] for c in choices):
-            choices = {task: s.choices for task, s in versions}
-        else:
-            choices = choices[0]
+        choices = {task: s.choices for task, s in versions}
+        if all(c == first.choices for c in choices.values()):
+            choices = first.choices
         return dataclasses.replace(first, help=text, choices=choices, tasks=tuple(t for t, _ in versions))
 
     def groups(self) -> dict:

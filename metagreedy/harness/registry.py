@@ -7,6 +7,7 @@ so ``metagreedy.load_run`` and ``python -m metagreedy.evaluate`` work from there
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -22,6 +23,19 @@ def use(tasks) -> None:
     """Make ``tasks`` (``load(name)`` -> a task's module) the registry :func:`experiments` gives."""
     global _handed_in
     _handed_in = tasks
+
+
+@contextlib.contextmanager
+def using(tasks):
+    """Within the block, ``tasks`` (when not None) is the registry :func:`experiments` gives, as if
+    handed in; the one before is back after it. Yields the registry in force."""
+    global _handed_in
+    previous = _handed_in
+    _handed_in = previous if tasks is None else tasks
+    try:
+        yield experiments()
+    finally:
+        _handed_in = previous
 
 
 def experiments():

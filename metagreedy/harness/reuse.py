@@ -109,9 +109,12 @@ def load_run(path: str, device: Optional[str] = None, data_root: Optional[str] =
     none, and says so); ``data_root``: where this machine has the data, if not where the run read it.
     The data is read only when a split is asked for (``evaluate``): ``predict`` needs none. ``tasks``:
     the registry of experiments (``load(name)`` gives a task's module); by default the one
-    :mod:`metagreedy.harness.registry` finds."""
-    tasks = tasks or registry.experiments()
+    :mod:`metagreedy.harness.registry` finds. The checkpoint's settings are read against it."""
+    with registry.using(tasks) as experiments:
+        return _load(path, device, data_root, experiments)
 
+
+def _load(path: str, device: Optional[str], data_root: Optional[str], tasks) -> Run:
     payload = checkpoint.load(path)
     checkpoint.check_belongs(path, payload)  # its config.yaml and summary.json are this run's
     summary = files.read_summary(path)

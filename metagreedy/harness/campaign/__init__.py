@@ -72,9 +72,10 @@ def main(argv=None, started: float | None = None, root: str | None = None, repor
     ``report(args)``: what ``report`` runs (the experiments' report, bench/campaign_report.py);
     ``prog``: the command's name in its usage line."""
     started = runner.clock() if started is None else started
-    args, extra = parser(prog).parse_known_args(argv)
-    if extra and args.command != "cell":
-        parser(prog).parse_args(argv)  # says which argument is unknown, and exits
+    command_line = parser(prog)
+    args, extra = command_line.parse_known_args(argv)
+    if extra and args.command != "cell":  # only cell passes flags on (to train.py)
+        command_line.error(f"unrecognized arguments: {' '.join(extra)}")
     args.root = os.path.abspath(root or os.getcwd())
     args.out = os.path.abspath(getattr(args, "out", None) or os.path.join(args.root, "results"))
     args.keep = os.path.abspath(getattr(args, "keep", None) or os.path.join(os.path.dirname(args.out), "runs",
