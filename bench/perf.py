@@ -25,7 +25,7 @@ from .common import ROOT, guarded
 
 import metagreedy as mg  # noqa: E402
 from metagreedy import nn as mgnn  # noqa: E402
-from metagreedy.higher_loop import innerloop_full  # noqa: E402
+from metagreedy.integrations.higher import innerloop_full  # noqa: E402
 from metagreedy.models import CleaningConvNet, WarpConvNet  # noqa: E402
 
 METHODS = {"greedy": {"method": "greedy", "gamma": 0.9}, "greedy final": {"method": "greedy", "gamma": 0.9,

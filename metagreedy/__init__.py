@@ -18,6 +18,7 @@ if "torch" not in _sys.modules:  # torch.hub imports tqdm when it is installed; 
 from .api import Hypergradient, hypergradient, inner_loop, make_optimizer, method_options
 from .estimators import METHODS, Bilevel, Estimate, NonFiniteLoss
 from .optim import Optimizer, adam, sgd
+from .stream import Stream, stream
 
 __version__ = "0.1.0"
 
@@ -58,4 +59,4 @@ def __getattr__(name):
 
 
 __all__ = ["hypergradient", "inner_loop", "Hypergradient", "METHODS", "Bilevel", "Estimate", "Optimizer", "sgd", "adam",
-           "make_optimizer", "method_options", "NonFiniteLoss", "load_run"]
+           "make_optimizer", "method_options", "NonFiniteLoss", "load_run", "stream", "Stream"]

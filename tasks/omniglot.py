@@ -10,6 +10,7 @@ computation (``--loop batched``); all give the same numbers (tests/test_omniglot
 """
 from __future__ import annotations
 
+import higher
 import torch
 import torch.nn.functional as F
 from torch.func import vmap
@@ -22,7 +23,8 @@ from metagreedy.data import DataError
 from metagreedy.data.fewshot import DRAWINGS, IMAGE_SIZE, load_alphabets, make_tasksets, split_sizes
 from metagreedy.data.omniglot import available, download
 from metagreedy.estimators import finite
-from metagreedy.higher_loop import higher_forward, higher_sgd
+from metagreedy.integrations.higher import attach, higher_forward, higher_sgd
+from metagreedy.stream import STREAMED
 from metagreedy.models import WarpConvNet, linear_init
 from metagreedy.stats import mean_ci95
 
@@ -214,12 +216,44 @@ class Task(TaskBase):
 
         method = method or self.cfg.method
         options = options_for(self.cfg, method, step_val_loss)
-        res = mg.hypergradient(train_loss, val_loss, self._start(), self.hparams, steps=self.cfg.inner_steps,
-                               lr=self.cfg.inner_lr, momentum=self.cfg.momentum, method=method,
-                               optimizer=self.optimizer, **options)
+        if self.loop == "higher" and self.streamed(method, options):
+            res = self.higher_loop(xs, ys, xq, yq, method, options)
+        else:
+            res = mg.hypergradient(train_loss, val_loss, self._start(), self.hparams, steps=self.cfg.inner_steps,
+                                   lr=self.cfg.inner_lr, momentum=self.cfg.momentum, method=method,
+                                   optimizer=self.optimizer, **options)
         with torch.no_grad():
             acc = (self._forward(res.params, self.hparams, xq).argmax(1) == yq).double().mean().item()
         return res, acc
+
+    def streamed(self, method: str, options: dict) -> bool:
+        """Whether ``--loop higher`` runs ``method`` as a researcher's own higher loop with the stream
+        attached: the methods that need only the current step, with momentum SGD on the adapted weights
+        themselves (not a learned initialisation's offsets) and one validation loss at every step. The
+        others run through ``mg.hypergradient`` on higher's functional model and SGD."""
+        return (method in STREAMED and self.cfg.init != "learned" and self.cfg.inner_optimizer == "sgd"
+                and options.get("variant", "eq6") == "eq6" and "step_val_loss" not in options)
+
+    def higher_loop(self, xs, ys, xq, yq, method, options) -> mg.Hypergradient:
+        """One task's hypergradient as the README's "greedy in your own loop" writes it: a
+        ``higher.innerloop_ctx`` loop of momentum SGD on the support set, the public integration
+        attached (:func:`metagreedy.integrations.higher.attach`). Its fast weights start at this
+        task's w_0 and alpha, the warp layers the outer optimizer updates."""
+        names = [n for n, _ in self.model.named_parameters()]
+        start = {**self._start(), **self.hparams}
+        inner_opt = torch.optim.SGD([p for n, p in self.model.named_parameters() if n not in self.hparams],
+                                    lr=self.cfg.inner_lr, momentum=self.cfg.momentum)
+        with higher.innerloop_ctx(self.model, inner_opt) as (fmodel, diffopt):
+            fmodel.update_params([start[n] for n in names])
+            hg = attach(fmodel, diffopt, self.hparams, lambda: F.cross_entropy(fmodel(xq), yq), method=method,
+                        **{k: options[k] for k in STREAMED[method] if k in options})
+            for _ in range(self.cfg.inner_steps):
+                train_loss = F.cross_entropy(fmodel(xs), ys)
+                diffopt.step(train_loss)
+                hg.step()
+            grads = hg.grad()
+            w_T = {n: w.detach() for n, w in zip(names, fmodel.fast_params) if n not in self.hparams}
+        return mg.Hypergradient(grads, w_T, method, hg.vjps, finite("train_loss", train_loss.detach()), hg.val_loss)
 
     # ---- the protocol train.py drives ----
     def batched_estimate(self, episodes, method=None):

@@ -4,6 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import metagreedy as mg
+from metagreedy import nn as mgnn
+
 from metagreedy import config
 from metagreedy.data import from_learn2learn, get_tasksets
 from metagreedy.models import WarpConvNet
@@ -150,3 +153,25 @@ def test_channels_last_gives_the_same_hypergradients(small_tasksets, method):
     g_a, g_b = nhwc.hypergradient(0, [0, 1])[0], nchw.hypergradient(0, [0, 1])[0]
     for name in g_b:
         assert (g_a[name] - g_b[name]).norm() <= 1e-12 * g_b[name].norm(), name
+
+
+@pytest.mark.parametrize("method", ["greedy", "t1t2", "fo"])
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-6)])
+def test_the_higher_loop_with_the_stream_attached_equals_hypergradient_on_higher(small_tasksets, method, dtype, tol):
+    """--loop higher runs greedy, T1-T2 and FO as a researcher's own innerloop_ctx loop with the public
+    integration attached; it gives what mg.hypergradient gives on higher's functional model and SGD
+    (the path it replaced): to 1e-10 in float64, 1e-6 (relative to the largest entry) in float32."""
+    task = make_task(small_tasksets, loop="higher", method=method, **OPTIONS[method])
+    task = tasks.load("omniglot").Task(task.cfg, torch.device("cpu"), dtype, tasksets=small_tasksets)
+    xs, ys, xq, yq = task._episode(small_tasksets[0][3])
+    assert task.streamed(method, OPTIONS[method])
+    got = task.higher_loop(xs, ys, xq, yq, method, OPTIONS[method])
+    train_loss, val_loss = mgnn.losses(task.forward, F.cross_entropy, (xs, ys), (xq, yq))
+    want = mg.hypergradient(train_loss, val_loss, task.w0, task.hparams, steps=3, lr=0.1, momentum=0.9, method=method,
+                            optimizer=task.optimizer, **OPTIONS[method])
+    scale = max(g.abs().max() for g in want.grad.values())
+    for name in want.grad:
+        torch.testing.assert_close(got.grad[name], want.grad[name], rtol=0, atol=tol * scale)
+    for name in want.params:
+        torch.testing.assert_close(got.params[name], want.params[name], rtol=tol, atol=tol)
+    assert got.vjps == want.vjps and abs(got.val_loss - want.val_loss) <= tol * abs(want.val_loss)
