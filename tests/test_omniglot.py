@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metagreedy import config
+from harness import config
 from metagreedy.data import from_learn2learn, get_tasksets
 from metagreedy.models import WarpConvNet
 
