@@ -23,11 +23,12 @@ import torch.nn.functional as F
 
 import metagreedy as mg
 from metagreedy import nn as mgnn
-from metagreedy.harness.config import Setting as S, UsageError, at_least, in_range
+from harness.settings import Setting as S, UsageError, at_least, in_range
 from metagreedy.data.cleaning import SPLIT_SIZES, make_cleaning_data
 from metagreedy.models import CleaningConvNet
 
-from .common import DATA_ROOT, EVAL_EVERY, STEP_VAL_BATCH, TaskBase, dataset, keyed_generator, options_for
+from .common import (DATA_ROOT, EVAL_EVERY, STEP_VAL_BATCH, TaskBase, dataset, inner_arguments, keyed_generator,
+                     method_arguments)
 
 DESCRIPTION = "data hyper-cleaning on MNIST / Fashion-MNIST (table 2): per-example weights sigmoid(alpha_i)."
 DEFAULTS = dict(
@@ -85,6 +86,12 @@ def run_group(cfg) -> str:
     return f"hyper_cleaning/{cfg.dataset}-{cfg.noise}{start}/{cfg.method}"
 
 
+def upgrade(stored: dict) -> dict:
+    """A stored run's settings with those added since (tasks/__init__.py): runs stored before
+    --inner-start existed continued online."""
+    return {**stored, "inner_start": stored.get("inner_start", "continue")}
+
+
 class Task(TaskBase):
     progress = ("val_acc",)
 
@@ -133,10 +140,8 @@ class Task(TaskBase):
             idx = torch.randperm(len(y), generator=gen)[: self.cfg.step_val_batch].to(y.device)
             return self._val_loss(x[idx], y[idx])(w, alpha)
 
-        options = options_for(self.cfg, method, step_val_loss)
         return mg.hypergradient(self.train_loss, self._val_loss(x, y), self.w, self.hparams,
-                                steps=self.cfg.inner_steps, lr=self.cfg.inner_lr, momentum=self.cfg.momentum,
-                                method=method, optimizer=self.cfg.inner_optimizer, **options)
+                                **inner_arguments(self.cfg), **method_arguments(self.cfg, method, step_val_loss))
 
     def hypergradient(self, step, members):
         hpo = self.cfg.hpo and not self.cfg.oracle
@@ -154,8 +159,7 @@ class Task(TaskBase):
         w_0 with the current alpha; recomputed, so evaluation depends on the checkpoint alone)."""
         if not self.fresh:
             return self.w
-        return mg.inner_loop(self.train_loss, self.w, self.hparams, steps=self.cfg.inner_steps, lr=self.cfg.inner_lr,
-                             momentum=self.cfg.momentum, optimizer=self.cfg.inner_optimizer)
+        return mg.inner_loop(self.train_loss, self.w, self.hparams, **inner_arguments(self.cfg))
 
     def _accuracy(self, w, x, y, batch=5000):
         with torch.no_grad():

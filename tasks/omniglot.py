@@ -17,7 +17,7 @@ from torch.func import vmap
 
 import metagreedy as mg
 from metagreedy import nn as mgnn
-from metagreedy.harness.config import AUTO, UNIT_OPEN, Setting as S, UsageError, at_least
+from harness.settings import AUTO, UNIT_OPEN, Setting as S, UsageError, at_least
 from metagreedy.cuda_graph import Replay
 from metagreedy.data import DataError
 from metagreedy.data.fewshot import DRAWINGS, IMAGE_SIZE, load_alphabets, make_tasksets, split_sizes
@@ -28,7 +28,7 @@ from metagreedy.stream import STREAMED
 from metagreedy.models import WarpConvNet, linear_init
 from metagreedy.stats import mean_ci95
 
-from .common import DATA_ROOT, EVAL_EVERY, STEP_VAL_BATCH, TaskBase, dataset, options_for
+from .common import DATA_ROOT, EVAL_EVERY, STEP_VAL_BATCH, TaskBase, dataset, inner_arguments, method_arguments
 
 DESCRIPTION = "few-shot Omniglot (table 3): warp layers 2/4/6 of a 6-layer conv net are the hyperparameters."
 DEFAULTS = dict()  # the common defaults are this task's: it is the main job
@@ -113,7 +113,10 @@ class Task(TaskBase):
         self.cfg, self.device, self.dtype = cfg, device, dtype
         self.loop = choose_loop(cfg, device)  # first: a bad choice is refused before any data is built
         if self.loop == "graph" and device.type != "cuda":
-            raise UsageError("--loop graph captures the meta-batch in a CUDA graph: it needs a CUDA GPU (--device cuda)")
+            if not lazy:
+                raise UsageError("--loop graph captures the meta-batch in a CUDA graph: it needs a CUDA GPU "
+                                 "(--device cuda)")
+            self.loop = "batched"  # a GPU-trained run reused elsewhere: adapting needs no graph; the same numbers
         self.alphabets, self.diverged, self._sets = None, 0, tasksets
         if tasksets is not None:
             self.dataset = "custom"
@@ -214,46 +217,47 @@ class Task(TaskBase):
             idx = self.step_queries(yq, t)
             return F.cross_entropy(self._forward(w, a, xq[idx]), yq[idx])
 
-        method = method or self.cfg.method
-        options = options_for(self.cfg, method, step_val_loss)
-        if self.loop == "higher" and self.streamed(method, options):
-            res = self.higher_loop(xs, ys, xq, yq, method, options)
+        arguments = method_arguments(self.cfg, method or self.cfg.method, step_val_loss)
+        if self.loop == "higher" and self.streamed(arguments):
+            res = self.higher_loop(xs, ys, xq, yq, arguments)
         else:
-            res = mg.hypergradient(train_loss, val_loss, self._start(), self.hparams, steps=self.cfg.inner_steps,
-                                   lr=self.cfg.inner_lr, momentum=self.cfg.momentum, method=method,
-                                   optimizer=self.optimizer, **options)
+            res = mg.hypergradient(train_loss, val_loss, self._start(), self.hparams,
+                                   **inner_arguments(self.cfg, optimizer=self.optimizer), **arguments)
         with torch.no_grad():
             acc = (self._forward(res.params, self.hparams, xq).argmax(1) == yq).double().mean().item()
         return res, acc
 
-    def streamed(self, method: str, options: dict) -> bool:
+    def streamed(self, arguments: dict) -> bool:
         """Whether ``--loop higher`` runs ``method`` as a researcher's own higher loop with the stream
         attached: the methods that need only the current step, with momentum SGD on the adapted weights
         themselves (not a learned initialisation's offsets) and one validation loss at every step. The
         others run through ``mg.hypergradient`` on higher's functional model and SGD."""
-        return (method in STREAMED and self.cfg.init != "learned" and self.cfg.inner_optimizer == "sgd"
-                and options.get("variant", "eq6") == "eq6" and "step_val_loss" not in options)
+        return (arguments["method"] in STREAMED and self.cfg.init != "learned" and self.cfg.inner_optimizer == "sgd"
+                and arguments.get("variant", "eq6") == "eq6" and "step_val_loss" not in arguments)
 
-    def higher_loop(self, xs, ys, xq, yq, method, options) -> mg.Hypergradient:
+    def higher_loop(self, xs, ys, xq, yq, arguments: dict) -> mg.Hypergradient:
         """One task's hypergradient as the README's "greedy in your own loop" writes it: a
         ``higher.innerloop_ctx`` loop of momentum SGD on the support set, the public integration
         attached (:func:`metagreedy.integrations.higher.attach`). Its fast weights start at this
         task's w_0 and alpha, the warp layers the outer optimizer updates."""
         names = [n for n, _ in self.model.named_parameters()]
         start = {**self._start(), **self.hparams}
+        inner = inner_arguments(self.cfg)
         inner_opt = torch.optim.SGD([p for n, p in self.model.named_parameters() if n not in self.hparams],
-                                    lr=self.cfg.inner_lr, momentum=self.cfg.momentum)
+                                    lr=inner["lr"], momentum=inner["momentum"])
         with higher.innerloop_ctx(self.model, inner_opt) as (fmodel, diffopt):
             fmodel.update_params([start[n] for n in names])
+            method = arguments["method"]
             hg = attach(fmodel, diffopt, self.hparams, lambda: F.cross_entropy(fmodel(xq), yq), method=method,
-                        **{k: options[k] for k in STREAMED[method] if k in options})
-            for _ in range(self.cfg.inner_steps):
+                        **{k: arguments[k] for k in STREAMED[method] if k in arguments})
+            for _ in range(inner["steps"]):
                 train_loss = F.cross_entropy(fmodel(xs), ys)
                 diffopt.step(train_loss)
                 hg.step()
             grads = hg.grad()
             w_T = {n: w.detach() for n, w in zip(names, fmodel.fast_params) if n not in self.hparams}
-        return mg.Hypergradient(grads, w_T, method, hg.vjps, finite("train_loss", train_loss.detach()), hg.val_loss)
+        return mg.Hypergradient(grad=grads, params=w_T, vjps=hg.vjps, train_loss=finite("train_loss", train_loss.detach()),
+                                val_loss=hg.val_loss, method=method)
 
     # ---- the protocol train.py drives ----
     def batched_estimate(self, episodes, method=None):
@@ -283,12 +287,9 @@ class Task(TaskBase):
             rows, idx = torch.arange(n_tasks, device=yq.device)[:, None], self.step_queries(yq, t)
             return F.cross_entropy(stacked(w, a, xq[rows, idx]).flatten(0, 1), yq[rows, idx].flatten())
 
-        method = method or self.cfg.method
-        options = options_for(self.cfg, method, step_val_loss)
         start = {n: w.expand(n_tasks, *w.shape).clone() for n, w in self._start().items()}
-        res = mg.hypergradient(train_loss, val_loss, start, self.hparams, steps=self.cfg.inner_steps,
-                               lr=self.cfg.inner_lr, momentum=self.cfg.momentum, method=method,
-                               optimizer=self.cfg.inner_optimizer, **options)
+        res = mg.hypergradient(train_loss, val_loss, start, self.hparams, **inner_arguments(self.cfg),
+                               **method_arguments(self.cfg, method or self.cfg.method, step_val_loss))
         with torch.no_grad():
             acc = (stacked(res.params, self.hparams, xq).argmax(-1) == yq).double().mean(1)
         return res, acc, n_tasks
@@ -344,10 +345,23 @@ class Task(TaskBase):
         """w_T: T inner steps on the support set, as training adapts (no hypergradient)."""
         warp = self.warp()
         train_loss = lambda w, a: F.cross_entropy(self.forward(w, a, support_x), support_y)  # noqa: E731
-        return mg.inner_loop(train_loss, self.start_weights(ways), warp, steps=self.cfg.inner_steps,
-                             lr=self.cfg.inner_lr, momentum=self.cfg.momentum, optimizer=self.optimizer)
+        return mg.inner_loop(train_loss, self.start_weights(ways), warp,
+                             **inner_arguments(self.cfg, optimizer=self.optimizer))
 
     def predict(self, support_x, support_y, query_x, query_mode: str = "transductive"):
+        """Labels (0..ways-1, on the CPU) of ``query_x`` after adapting to the support set as training
+        adapted (T inner steps from the run's initialisation, warp layers fixed): the reuse of a
+        trained run (``run.predict``). Images are float tensors [N, 1, 28, 28] in [0, 1], ink = 1,
+        as the task samplers and ``metagreedy.data.omniglot.preprocess`` give them, checked here;
+        any number of ways and shots (see :meth:`start_weights` for the head)."""
+        for name, x in (("support_x", support_x), ("query_x", query_x)):
+            check_images(name, x)
+        support_y = torch.as_tensor(support_y)
+        if support_y.dim() != 1 or support_y.is_floating_point() or len(support_y) != len(support_x):
+            raise ValueError(f"support_y must hold one integer label per support image, got {described(support_y)}")
+        return self._predict(support_x.detach(), support_y, query_x.detach(), query_mode).cpu()
+
+    def _predict(self, support_x, support_y, query_x, query_mode: str = "transductive"):
         """Labels of ``query_x`` after adapting to the support set (labels 0..ways-1, every class
         present). ``transductive``: the queries are one batch, so batch norm's statistics come from
         all of them (as in training); ``inductive``: each query is classified in a batch of the
@@ -377,7 +391,7 @@ class Task(TaskBase):
         for i in range(count):
             xs, ys, xq, yq = self._episode(tasks[i])
             try:
-                out.append((self.predict(xs, ys, xq, query_mode) == yq).double().mean().item())
+                out.append((self._predict(xs, ys, xq, query_mode) == yq).double().mean().item())
             except mg.NonFiniteLoss:
                 out.append(0.0)
                 self.diverged += 1
@@ -394,11 +408,14 @@ class Task(TaskBase):
         return self._tasksets(*sizes)[index]
 
     def score(self, split: str = "test", tasks: int | None = None, ways=None, shots=None, queries=None,
-              query_mode: str = "transductive") -> tuple[float, float]:
-        """Mean query accuracy and the half-width of its 95% confidence interval over the first
-        ``tasks`` tasks of a split (default: --final-eval-tasks, as the run's summary)."""
-        return mean_ci95(self.accuracy(self.split(split, ways, shots, queries), tasks or self.cfg.final_eval_tasks,
-                                       query_mode))
+              query_mode: str = "transductive") -> tuple[float, float, int]:
+        """Mean query accuracy, the half-width of its 95% confidence interval and the number of tasks,
+        over the first ``tasks`` tasks of a split (default: --final-eval-tasks, as the run's summary)."""
+        tasks = self.cfg.final_eval_tasks if tasks is None else tasks
+        for name, value in (("tasks", tasks), ("ways", ways), ("shots", shots), ("queries", queries)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        return (*mean_ci95(self.accuracy(self.split(split, ways, shots, queries), tasks, query_mode)), tasks)
 
     def evaluate(self, step):
         self.diverged = 0
@@ -407,10 +424,29 @@ class Task(TaskBase):
 
     def final(self):
         self.diverged = 0
-        val, val_ci = self.score("validation")
-        test, test_ci = self.score("test")
+        val, val_ci, _ = self.score("validation")
+        test, test_ci, _ = self.score("test")
         return {"meta_val_acc": val, "meta_val_ci95": val_ci, "meta_test_acc": test, "meta_test_ci95": test_ci,
                 "eval_tasks": self.cfg.final_eval_tasks, **self._diverged()}
 
     def _diverged(self) -> dict:
         return {"eval_diverged_tasks": self.diverged} if self.diverged else {}
+
+
+def check_images(name: str, x) -> None:
+    """Refuse, in one line, what cannot be images as the task samplers give them: float tensors
+    [N, 1, 28, 28] in [0, 1], finite."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4 or \
+            tuple(x.shape[1:]) != (1, IMAGE_SIZE, IMAGE_SIZE) or len(x) == 0:
+        raise ValueError(f"{name} must be a float tensor [N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}] in [0, 1] (see "
+                         f"metagreedy.data.omniglot.preprocess), got {described(x)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} holds values that are not finite (NaN or infinite)")
+    low, high = float(x.min()), float(x.max())
+    if low < 0 or high > 1:
+        raise ValueError(f"{name} must be in [0, 1] (ink = 1, as metagreedy.data.omniglot.preprocess gives it), got "
+                         f"values in [{low:.4g}, {high:.4g}]" + ("; divide 0-255 images by 255" if high > 1.5 else ""))
+
+
+def described(x) -> str:
+    return f"a {x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__

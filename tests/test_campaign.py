@@ -1,4 +1,4 @@
-"""The campaign (metagreedy.harness.campaign, run as python -m bench.campaign): plans, runs that stop within their budget and add up, status and report."""
+"""The campaign (harness.campaign, run as python -m bench.campaign): plans, runs that stop within their budget and add up, status and report."""
 import json
 import os
 import shutil
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from bench import campaign
-from metagreedy.harness import campaign as harness_campaign
-from metagreedy.harness.campaign import plan as campaign_plan, runner
+from harness import campaign as harness_campaign
+from harness.campaign import plan as campaign_plan, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -338,9 +338,7 @@ def test_report_chooses_gamma_on_validation_with_t_intervals(tmp_path):
         cell(f"hand/5way/greedy-0.99/seed{seed}", meta_val_acc=v, meta_test_acc=0.5)
     cell("hand/5way/greedy-0.999/seed0", meta_val_acc=0.83, meta_test_acc=0.9)
     (out / "hand/5way/greedy-0.99/seed2").mkdir()
-    from metagreedy import checkpoint
-    import tasks
-    from metagreedy import config
+    from harness import checkpoint, config
     settings = config.resolve(["--task", "omniglot", "--method", "greedy", "--gamma", "0.99"])
     torch.save({"format": checkpoint.FORMAT, "step": 700, "task": "omniglot",
                 "config": settings.to_dict(), "hparams": {}, "outer_opt": {}, "rng": {},
@@ -375,7 +373,7 @@ FAST = ("name: p\nmin_start_s: 0\ntrain: --task toy\nmethods: {diverges: --fake 
 
 
 def test_a_second_run_on_the_same_results_is_refused_at_once(tmp_path, fake_train, capsys):
-    from metagreedy import rundir
+    from harness import rundir
     plan, out = write_plan(tmp_path / "p.yaml", FAST), tmp_path / "results"
     fd = rundir.take_lock(str(out), "results")  # a campaign running on it
     try:
@@ -564,7 +562,7 @@ def test_a_link_planted_in_the_keep_directory_is_refused_and_the_other_cells_run
 
 
 def test_a_full_disk_under_results_is_one_line_and_stops_the_campaign(tmp_path, fake_train, capsys, monkeypatch):
-    from metagreedy.rundir import WriteError
+    from harness.rundir import WriteError
     plan, out = write_plan(tmp_path / "p.yaml", FAST.replace("seeds: [0, 1]", "seeds: [0, 1, 2]")), tmp_path / "out"
 
     def full(path, data):

@@ -42,7 +42,7 @@ def test_greedy_outer_steps_down_weight_corrupted_examples():
 def hyper_cleaning_task(monkeypatch, **flags):
     """The hyper-cleaning task on random 28x28 images (no dataset needed), in float64."""
     import tasks
-    from metagreedy import config
+    from harness import config
     from metagreedy.data.cleaning import CleaningData
     hc = tasks.load("hyper_cleaning")
     gen = keyed_generator(3)
@@ -69,8 +69,8 @@ def test_step_val_batch_of_the_whole_validation_set_is_plain_greedy(monkeypatch)
                                          ([], 10000)])
 def test_step_val_batch_larger_than_the_validation_set_is_refused_before_any_data(flags, limit):
     import tasks
-    from metagreedy import config
-    from metagreedy.config import UsageError
+    from harness import config
+    from harness.config import UsageError
     cfg = config.resolve(["--task", "hyper_cleaning", *flags, "--step-val-batch", str(limit + 1)])
     with pytest.raises(UsageError, match=f"at most the {limit} validation examples"):
         tasks.load("hyper_cleaning").check(cfg)

@@ -11,8 +11,9 @@ import torch
 
 import tasks
 import train
-from metagreedy import config, estimators
-from metagreedy.config import UsageError
+from harness import config
+from metagreedy import estimators
+from harness.config import UsageError
 from metagreedy.cuda_graph import Replay
 from metagreedy.data import get_tasksets
 from metagreedy.optim import OPTIMIZERS

@@ -5,9 +5,8 @@ import torch
 import torch.nn.functional as F
 
 import metagreedy as mg
+from harness import config
 from metagreedy import nn as mgnn
-
-from metagreedy import config
 from metagreedy.data import from_learn2learn, get_tasksets
 from metagreedy.models import WarpConvNet
 
@@ -164,8 +163,9 @@ def test_the_higher_loop_with_the_stream_attached_equals_hypergradient_on_higher
     task = make_task(small_tasksets, loop="higher", method=method, **OPTIONS[method])
     task = tasks.load("omniglot").Task(task.cfg, torch.device("cpu"), dtype, tasksets=small_tasksets)
     xs, ys, xq, yq = task._episode(small_tasksets[0][3])
-    assert task.streamed(method, OPTIONS[method])
-    got = task.higher_loop(xs, ys, xq, yq, method, OPTIONS[method])
+    arguments = {"method": method, **OPTIONS[method]}
+    assert task.streamed(arguments)
+    got = task.higher_loop(xs, ys, xq, yq, arguments)
     train_loss, val_loss = mgnn.losses(task.forward, F.cross_entropy, (xs, ys), (xq, yq))
     want = mg.hypergradient(train_loss, val_loss, task.w0, task.hparams, steps=3, lr=0.1, momentum=0.9, method=method,
                             optimizer=task.optimizer, **OPTIONS[method])

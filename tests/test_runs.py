@@ -11,7 +11,7 @@ import yaml
 
 import tasks
 import train
-from metagreedy import checkpoint, rundir
+from harness import checkpoint, rundir
 from metagreedy.data import synthetic_alphabet
 
 TOY = ["--task", "toy", "--outer-steps", "30", "--checkpoint-every", "7", "--no-progress", "--wandb", "disabled"]
@@ -364,7 +364,7 @@ def test_a_full_disk_is_one_line_and_loses_nothing(tmp_path, monkeypatch, capsys
 
 
 def test_a_full_disk_while_logging_metrics_loses_nothing(tmp_path, monkeypatch, capsys, reference):
-    from metagreedy import runlog
+    from harness import runlog
     real_log = runlog.RunLog.log
 
     class Full:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..rng import keyed_generator
-from .common import DataError, real_download_bar
+from .common import DataError
 
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 SPLIT_SIZES = {"train": 60000, "test": 10000}  # both datasets; checked when the files are read
@@ -18,7 +18,6 @@ SPLIT_SIZES = {"train": 60000, "test": 10000}  # both datasets; checked when the
 def load_split(name: str, root: str, train: bool) -> tuple[Tensor, Tensor]:
     """``(images float [N, 1, 28, 28] in [0, 1], labels long [N])`` through torchvision, downloading
     when the files are missing and the network allows."""
-    real_download_bar()
     import torchvision
 
     if name not in DATASETS:
