@@ -561,7 +561,11 @@ def pin(settings: Mapping[str, Any], facts: Mapping[str, Any]) -> dict:
 # behaved: a stored config that lacks one is read with it (upgrade()).
 ADDED_LATER = {"tf32": None,  # None: torch's defaults (TF32 in cuDNN convolutions, not in matmuls)
                "neumann_lr": 0.0,  # the inner learning rate, as before the setting existed
-               "inner_start": "continue"}
+               "inner_start": "continue",
+               "loss_reduction": "mean",  # the settings of the paper's open questions, at this project's readings
+               "eval_queries": "transductive",
+               "val_split": "classes",
+               "noise_model": "other"}
 
 
 def upgrade(stored: Mapping[str, Any]) -> dict:

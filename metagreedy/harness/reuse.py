@@ -52,14 +52,14 @@ class Run:
         if not hasattr(self.task, "predict"):
             raise TypeError(f"run.{what} needs a few-shot run; this one is a {self.config.task} run")
 
-    def predict(self, support_x, support_y, query_x, query_mode: str = "transductive") -> torch.Tensor:
+    def predict(self, support_x, support_y, query_x, query_mode: Optional[str] = None) -> torch.Tensor:
         """Labels (0..ways-1) for ``query_x`` after adapting to the support set as training adapted
         (T inner steps from the run's initialisation, warp layers fixed). Images are float tensors
         [N, 1, 28, 28] in [0, 1], ink = 1, as the task samplers and
         ``metagreedy.data.omniglot.preprocess`` give them; any number of ways and shots (for
         another number of ways than the run's, see ``Task.start_weights`` for the head).
         ``query_mode="inductive"`` classifies each query without the other queries' batch-norm
-        statistics."""
+        statistics, ``"transductive"`` the queries together; None: as the run evaluated them."""
         self._few_shot("predict")
         size = self.facts.get("image_size", 28)
         for name, x in (("support_x", support_x), ("query_x", query_x)):
@@ -81,10 +81,10 @@ class Run:
 
     def evaluate(self, split: str = "test", tasks: Optional[int] = None, ways: Optional[int] = None,
                  shots: Optional[int] = None, queries: Optional[int] = None,
-                 query_mode: str = "transductive") -> Score:
+                 query_mode: Optional[str] = None) -> Score:
         """Mean query accuracy and its 95% CI over the first ``tasks`` tasks (default: the run's
         --final-eval-tasks) of the ``validation`` or ``test`` split, at the run's ways / shots /
-        queries or others."""
+        queries or others; ``query_mode`` as :meth:`predict`'s (None: as the run evaluated)."""
         self._few_shot("evaluate")
         n = self.config.final_eval_tasks if tasks is None else tasks
         for name, value in (("tasks", n), ("ways", ways), ("shots", shots), ("queries", queries)):
@@ -171,9 +171,10 @@ def main(argv=None) -> int:
     p.add_argument("--shots", type=int, help="support examples per class (default: the run's)")
     p.add_argument("--queries", type=int, help="query examples per class (default: the run's)")
     p.add_argument("--tasks", type=int, help="tasks to average over (default: the run's --final-eval-tasks)")
-    p.add_argument("--query-mode", choices=("transductive", "inductive", "both"), default="transductive",
+    p.add_argument("--query-mode", choices=("transductive", "inductive", "both"),
                    help="transductive: the queries of a task are one batch (as in training); inductive: each query "
-                        "is classified with the support images only, without the other queries' batch-norm statistics")
+                        "is classified with the support images only, without the other queries' batch-norm "
+                        "statistics (default: as the run evaluated, its --eval-queries)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: the run's setting")
     p.add_argument("--data-root", help="where the data is on this machine (default: the run's)")
     try:
@@ -185,7 +186,8 @@ def main(argv=None) -> int:
         run._few_shot("evaluate")
         cfg = run.config
         ways, shots, queries = args.ways or cfg.ways, args.shots or cfg.shots, args.queries or cfg.queries
-        modes = ("transductive", "inductive") if args.query_mode == "both" else (args.query_mode,)
+        own = cfg.get("eval_queries", "transductive")
+        modes = ("transductive", "inductive") if args.query_mode == "both" else (args.query_mode or own,)
         for mode in modes:
             score = run.evaluate(args.split, args.tasks, ways, shots, queries, mode)
             print(f"meta-{args.split} accuracy, {ways}-way {shots}-shot, {queries} queries per class, {score.tasks} "
