@@ -31,9 +31,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", type=int, help="support examples per class (default: the run's)")
     p.add_argument("--queries", type=int, help="query examples per class (default: the run's)")
     p.add_argument("--tasks", type=int, help="tasks to average over (default: the run's --final-eval-tasks)")
-    p.add_argument("--query-mode", choices=("transductive", "inductive", "both"), default="transductive",
+    p.add_argument("--query-mode", choices=("transductive", "inductive", "both"),
                    help="transductive: the queries of a task are one batch (as in training); inductive: each query "
-                        "is classified with the support images only, without the other queries' batch-norm statistics")
+                        "is classified with the support images only, without the other queries' batch-norm "
+                        "statistics (default: as the run evaluated, its --eval-queries)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: the run's setting")
     p.add_argument("--data-root", help="where the data is on this machine (default: the run's)")
     return p
@@ -46,7 +47,8 @@ def main(argv=None) -> int:
             if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
         run = load_run(args.run_dir, args.device, args.data_root)
-        modes = ("transductive", "inductive") if args.query_mode == "both" else (args.query_mode,)
+        own = run.config.get("eval_queries", "transductive")
+        modes = ("transductive", "inductive") if args.query_mode == "both" else (args.query_mode or own,)
         for mode in modes:
             score = run.evaluate(args.split, args.tasks, ways=args.ways, shots=args.shots, queries=args.queries,
                                  query_mode=mode)

@@ -62,7 +62,8 @@ class Run:
     def predict(self, *inputs, **options) -> torch.Tensor:
         """The task's predictions for new data after adapting as training adapted, its ``predict``,
         which checks what it is given (a few-shot run's: ``predict(support_x, support_y, query_x,
-        query_mode="transductive")``, the labels of ``query_x``, tasks/__init__.py)."""
+        query_mode=None)``, the labels of ``query_x``; None: the queries scored as the run evaluated
+        them, tasks/__init__.py)."""
         return self._offered("predict", "predict")(*inputs, **options)
 
     def evaluate(self, split: str = "test", tasks: Optional[int] = None, **options) -> Score:

@@ -1,6 +1,8 @@
 """Small pieces every task uses."""
 from __future__ import annotations
 
+import torch.nn.functional as F
+
 import metagreedy as mg
 from harness.settings import DATA_ROOT, Setting, at_least  # noqa: F401  (DATA_ROOT: the harness's, for the tasks)
 from metagreedy.rng import keyed_generator  # noqa: F401  (re-exported for the tasks)
@@ -13,6 +15,24 @@ STEP_VAL_BATCH = Setting("step_val_batch", 0, "greedy eq6: validation examples b
                          "t < T, a fresh mini-batch at each step (0 = all; Omniglot: a multiple of --ways)",
                          check=at_least(0), methods=("greedy",), metavar="N",
                          requires=(lambda cfg: cfg.variant == "eq6", "--method greedy --variant eq6"))
+LOSS_REDUCTION = Setting("loss_reduction", "mean", "how train_loss and val_loss reduce the examples' losses: mean, "
+                         "or sum as the paper writes them (hyper-cleaning, section 5.3). A sum over n examples is n "
+                         "times their mean, so it multiplies the effective inner step --inner-lr by the n training "
+                         "examples (Omniglot: the support set's ways x shots; hyper-cleaning: --n-train); it scales "
+                         "the hypergradient by the validation examples, which Adam's outer step does not see. A "
+                         "validation mini-batch then stands for its whole set's sum (its mean times the set's size)",
+                         choices=("mean", "sum"))
+
+
+def cross_entropy(out, y, reduction: str, total: int | None = None):
+    """The cross-entropy of ``out`` against ``y`` reduced as ``--loss-reduction`` says: the mean over
+    the examples, or their sum; the sum of a mini-batch drawn from a set of ``total`` examples is
+    its mean times ``total``, the whole set's sum it estimates."""
+    if reduction == "mean":
+        return F.cross_entropy(out, y)
+    if total is None or total == len(y):
+        return F.cross_entropy(out, y, reduction="sum")
+    return F.cross_entropy(out, y) * total
 
 
 def dataset(default: str, choices: tuple) -> Setting:

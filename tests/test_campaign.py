@@ -593,7 +593,7 @@ def expand_sweep(text):
     return lines
 
 
-@pytest.mark.parametrize("name", ["table2", "table3", "table3_mb1"])
+@pytest.mark.parametrize("name", sorted(os.path.splitext(f)[0] for f in os.listdir(PLANS) if f.endswith(".yaml")))
 def test_a_plans_sweep_runs_each_of_its_cells_once(name, capsys):
     path = os.path.join(PLANS, f"{name}.yaml")
     assert campaign.main(["sweep", "--plan", path]) == 0
@@ -633,6 +633,39 @@ def test_the_plans_cover_the_papers_grid(name, task, want):
             row = "oracle" if cfg.oracle else "w/o HPO" if not cfg.hpo else row
             got.append((cfg.dataset, cfg.noise, cfg.protocol, row, cfg.seed))
     assert len(got) == len(set(got)) and set(got) == want
+
+
+def test_the_level_causes_plan_moves_one_setting_per_cell_cheapest_first():
+    """Each cell of level_causes is its baseline (table3_mb1's 5-way FO / greedy 0.9, table2's MNIST
+    0.3 w/o HPO / greedy 0.9) with exactly one setting moved; hyper-cleaning first, seeds 1 and 2 last."""
+    from harness import config
+    plan = campaign_plan.load_plan(os.path.join(PLANS, "level_causes.yaml"))
+    moved = {"init": "fresh", "loss_reduction": "sum", "eval_queries": "inductive", "val_split": "alphabets",
+             "noise_model": "any"}
+    baselines = {}
+    for name in ("table3_mb1", "table2"):
+        for cell in campaign_plan.load_plan(os.path.join(PLANS, f"{name}.yaml")).cells:
+            cfg = campaign_plan.resolved(cell.args).to_dict()
+            baselines[tuple(sorted((k, v) for k, v in cfg.items() if k != "seed"))] = cell.method
+    seen = []
+    for cell in plan.cells:
+        cfg = campaign_plan.resolved(cell.args).to_dict()
+        changed = [k for k, v in moved.items() if cfg.get(k) == v]
+        assert len(changed) == 1, cell.path
+        base = {**cfg, changed[0]: config.table().by_name[changed[0]].default}
+        baseline = baselines.get(tuple(sorted((k, v) for k, v in base.items() if k != "seed")))
+        assert baseline in ("FO", "greedy 0.9", "w/o HPO"), cell.path
+        assert cell.method.startswith(baseline + ", ")
+        seen.append((cfg["task"], changed[0], baseline, cell.seed))
+    assert len(seen) == len(set(seen)) == 36
+    assert [t for t, *_ in seen[:12]] == ["hyper_cleaning"] * 4 + ["omniglot"] * 8
+    assert [s for *_, s in seen[:12]] == [0] * 12 and {s for *_, s in seen[12:]} == {1, 2}
+    assert {(c, b) for t, c, b, s in seen if t == "omniglot"} == {(c, b) for c in ("init", "loss_reduction",
+                                                                                    "eval_queries", "val_split")
+                                                                  for b in ("FO", "greedy 0.9")}
+    assert {(c, b) for t, c, b, s in seen if t == "hyper_cleaning"} == {(c, b) for c in ("loss_reduction",
+                                                                                          "noise_model")
+                                                                        for b in ("w/o HPO", "greedy 0.9")}
 
 
 def test_a_sweep_file_is_written_once_and_never_over_another(tmp_path, capsys):

@@ -244,10 +244,40 @@ def test_neumann_lr_changes_the_ift_estimate_of_a_run():
                                   ["--task", "toy", "--method", "ift", "--neumann-lr", "nan"],
                                   ["--task", "toy", "--method", "greedy", "--neumann-lr", "0.1"],
                                   ["--task", "toy", "--inner-start", "fresh"],
-                                  ["--task", "hyper_cleaning", "--inner-start", "sometimes"]])
+                                  ["--task", "hyper_cleaning", "--inner-start", "sometimes"],
+                                  ["--task", "toy", "--loss-reduction", "sum"],
+                                  ["--task", "long_horizon", "--loss-reduction", "sum"],
+                                  ["--loss-reduction", "max"],
+                                  ["--init", "random"],
+                                  ["--eval-queries", "running"],
+                                  ["--task", "hyper_cleaning", "--eval-queries", "inductive"],
+                                  ["--val-split", "writers"],
+                                  ["--task", "hyper_cleaning", "--val-split", "alphabets"],
+                                  ["--noise-model", "any"],
+                                  ["--task", "hyper_cleaning", "--noise-model", "same"]])
 def test_the_new_settings_refuse_what_cannot_apply(args):
     with pytest.raises(config.UsageError):
         config.resolve(args)
+
+
+LEVEL_SETTINGS = {"omniglot": {"loss_reduction": "mean", "eval_queries": "transductive", "val_split": "classes"},
+                  "hyper_cleaning": {"loss_reduction": "mean", "noise_model": "other"}}
+
+
+@pytest.mark.parametrize("task", sorted(LEVEL_SETTINGS))
+def test_a_config_stored_before_the_level_settings_reads_as_that_runs_behaviour(tmp_path, task):
+    """A run stored before --loss-reduction, --eval-queries, --val-split and --noise-model existed
+    (config.yaml without them) is read, as the campaign and --resume read it, with the behaviour it
+    had: the defaults, which are those earlier behaviours."""
+    from harness import files, rundir
+    cfg = resolve("--task", task)
+    assert {k: cfg.get(k) for k in LEVEL_SETTINGS[task]} == LEVEL_SETTINGS[task]
+    old = {k: v for k, v in cfg.to_dict().items() if k not in LEVEL_SETTINGS[task]}
+    rundir.write_yaml(str(tmp_path / "config.yaml"), {**old, "facts": {}})
+    stored = files.read_settings(str(tmp_path))  # not refused as damaged
+    assert config.stored_problem(config.upgrade({k: v for k, v in stored.items() if k != "facts"})) == ""
+    assert config.upgrade(old) == cfg.to_dict()
+    assert "lacks" in config.stored_problem({k: v for k, v in old.items() if k != "inner_steps"})  # others: not
 
 
 # ---- the table is the experiments': the harness names none ---------------------------------------------

@@ -293,3 +293,48 @@ class _Experiments:
 
     def load(self, name):
         return self.modules[name]
+
+
+@pytest.fixture(scope="module")
+def trained_levels(tmp_path_factory, alphabets):
+    """A run with the settings of the paper's open questions: a fresh start per task, summed losses,
+    inductive evaluation, meta-validation held out by alphabet."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WANDB_MODE", "disabled")
+        patch.setattr(tasks.load("omniglot"), "load_alphabets", lambda name, root: alphabets)
+        path = str(tmp_path_factory.mktemp("reuse") / "levels")
+        assert train.main(RUN + ["--run-dir", path, "--init", "fresh", "--loss-reduction", "sum", "--eval-queries",
+                                 "inductive", "--val-split", "alphabets"]) == 0
+        with open(os.path.join(path, "summary.json")) as fh:
+            yield path, json.load(fh)
+
+
+def test_a_run_with_the_level_settings_is_reproduced_by_evaluate_and_the_command_line(trained_levels, capsys):
+    """Reuse adapts each task from its own fresh start, with the summed loss, and scores the queries
+    one by one, as the run did: its summary exactly, by default."""
+    path, summary = trained_levels
+    run = load_run(path)
+    test = run.evaluate(split="test")
+    assert (test.accuracy, test.ci95) == (summary["meta_test_acc"], summary["meta_test_ci95"])
+    val = run.evaluate(split="validation")
+    assert (val.accuracy, val.ci95) == (summary["meta_val_acc"], summary["meta_val_ci95"])
+    assert run.evaluate(split="test", query_mode="transductive") != test  # the mode is the run's, not the default
+    capsys.readouterr()
+    assert evaluate_main([path]) == 0
+    assert capsys.readouterr().out.strip().endswith(
+        f"6 tasks, inductive: {100 * summary['meta_test_acc']:.2f} ± {100 * summary['meta_test_ci95']:.2f}%")
+
+
+def test_predict_of_a_fresh_start_run_starts_an_episode_of_yours_from_the_seed_and_ways(trained_levels, alphabets):
+    path, _ = trained_levels
+    run = load_run(path)
+    from metagreedy.data import FewShotTasks
+    episode = FewShotTasks(alphabets[1], ways=3, shots=1, queries=3, seed=5)[0]
+    labels = run.predict(episode.support_x, episode.support_y, episode.query_x)
+    assert torch.equal(labels, load_run(path).predict(episode.support_x, episode.support_y,
+                                                                 episode.query_x))
+    want = run.task.predict(episode.support_x.double(), episode.support_y, episode.query_x.double(), "inductive")
+    assert torch.equal(labels, want.cpu())
+    start = run.task.start_weights(3)
+    assert all(torch.equal(start[n], run.task.fresh_start(3)[n]) for n in start)
+    assert not torch.equal(start["task1.0.weight"], run.task.start_weights(3, "test", 0)["task1.0.weight"])
