@@ -11,7 +11,7 @@
 (outer step, evaluate, checkpoint), then finish (final evaluation and summary). What a run carries
 from one outer step to the next is one :class:`RunState`, which converts to and from a checkpoint.
 Every setting is declared once, with its default and help: those of every task in
-metagreedy/harness/config.py, each task's own in its module (``python train.py --help``); what
+harness/config.py, each task's own in its module (``python train.py --help``); what
 train.py asks of a task is written down in tasks/__init__.py.
 """
 from __future__ import annotations
@@ -27,14 +27,12 @@ EXIT = {"finished": 0, "interrupted": 130, "diverged": 1}
 def run(argv=None, stop=None, hooks=None) -> int:
     """One run, from the command line ``argv``; ``stop``: the stop-signal handler (installed here when
     None); ``hooks``: fault hooks for the tests (default: what METAGREEDY_FAULT asks for, read once)."""
-    import tasks
-    from metagreedy.harness import faults, registry
-    from metagreedy.harness.distributed import World
-    from metagreedy.harness.signals import Interrupted, Stop
+    from harness import faults
+    from harness.distributed import World
+    from harness.signals import Interrupted, Stop
 
-    registry.use(tasks)  # the experiments this script trains, for the harness that knows none by name
     own_stop = stop is None  # the script installs its own before its imports, and keeps it to the end
-    stop = stop or Stop().install()  # SIGINT / SIGTERM: see metagreedy/harness/signals.py
+    stop = stop or Stop().install()  # SIGINT / SIGTERM: see harness/signals.py
     world = World()
     stop.abort = not world.active
     state = None
@@ -65,7 +63,7 @@ class RunState:
     the device ``segments``, the ``pending`` row of a step whose evaluation was cut short)."""
 
     def __init__(self, cfg, task, task_module, device, facts, world, hooks, path, resumed=None):
-        from metagreedy.harness import checkpoint
+        from harness import checkpoint
         self.cfg, self.task, self.task_module, self.device, self.facts, self.world, self.hooks = \
             cfg, task, task_module, device, facts, world, hooks
         self.path, self.run_dir, self.log = path, None, None
@@ -84,8 +82,8 @@ class RunState:
         """alpha, the outer optimizer, the RNG, the task's own state and the counters from a
         checkpoint; a part that does not fit is a damaged checkpoint (nothing of the run has been
         touched yet)."""
-        from metagreedy.harness import checkpoint
-        from metagreedy.harness.config import brief, path_text
+        from harness import checkpoint
+        from harness.settings import brief, path_text
         checkpoint.restore_task(self.task, resumed, f"--resume: the checkpoint in {path_text(self.path)}")
         try:
             self.outer_opt.load_state_dict(resumed["outer_opt"])
@@ -99,7 +97,7 @@ class RunState:
     def to_checkpoint(self, pending_row=None) -> dict:
         """The checkpoint of the ``done`` outer steps (``pending_row``: that step's row, its evaluation
         not yet run, when a stop came during it)."""
-        from metagreedy.harness import checkpoint
+        from harness import checkpoint
         cfg, task = self.cfg, self.task
         return {"step": self.done, "task": cfg.task, "config": cfg.to_dict(), "facts": self.facts,
                 "hparams": {k: v.detach().cpu() for k, v in task.hparams.items()},
@@ -110,7 +108,7 @@ class RunState:
                 "task_state": task.state(), "pending_row": pending_row, **self.identity}
 
     def save(self, pending_row=None) -> None:
-        from metagreedy.harness import checkpoint
+        from harness import checkpoint
         self.segment.update(end=self.done, seconds=self.elapsed - self.resumed.get("elapsed", 0.0))
         if self.world.main:
             checkpoint.save(self.path, self.done, self.to_checkpoint(pending_row), self.hooks)
@@ -132,7 +130,7 @@ def set_up(argv, stop, world, hooks):
     import torch
 
     import tasks
-    from metagreedy.harness import config
+    from harness import config
     cfg, path, resumed = settings(argv)
     if cfg is None:
         return None
@@ -161,7 +159,7 @@ def set_up(argv, stop, world, hooks):
 def settings(argv):
     """``(cfg, run directory or None, resumed checkpoint or None)``; ``(None, ...)`` when the run to
     resume has finished already."""
-    from metagreedy.harness import checkpoint, config, rundir
+    from harness import checkpoint, config, rundir
     invocation = config.parse(argv)
     if not invocation.resume:
         cfg = config.resolve_settings(invocation)
@@ -184,7 +182,7 @@ def settings(argv):
 
 
 def check_resume(cfg, resumed, invocation) -> None:
-    from metagreedy.harness.config import UsageError
+    from harness.settings import UsageError
     if cfg.outer_steps < resumed["step"]:
         raise UsageError(f"--outer-steps {cfg.outer_steps} is below the {resumed['step']} outer steps this run has "
                          "done; a run cannot be shortened (start a new one)")
@@ -195,7 +193,7 @@ def check_resume(cfg, resumed, invocation) -> None:
 
 def finished_already(path, resumed, cfg) -> bool:
     """A finished run resumed with no more steps to take: its files are left as they are."""
-    from metagreedy.harness import files
+    from harness import files
     summary = files.read_summary(path) or {}
     return (summary.get("status") == "finished" and summary.get("steps_done") == resumed["step"] == cfg.outer_steps
             and resumed.get("pending_row") is None)
@@ -205,7 +203,7 @@ def open_directory(state) -> None:
     """The run directory, this run's alone and locked while it lives: a new run's first checkpoint
     (first, so that a directory with any file of this run in it can be resumed) or a resumed run's
     metrics cut back to its checkpoint, then config.yaml."""
-    from metagreedy.harness import rundir
+    from harness import rundir
     cfg = state.cfg
     state.run_dir = rundir.RunDir(state.path, new=not state.resumed) if state.path else \
         rundir.RunDir.fresh(os.path.join("runs", state.task_module.run_name(cfg)))
@@ -221,7 +219,7 @@ def open_directory(state) -> None:
 
 
 def open_log(state) -> None:
-    from metagreedy.harness.runlog import RunLog, warn
+    from harness.runlog import RunLog, warn
     cfg = state.cfg
     if state.task.notice():
         warn(state.task.notice())
@@ -237,8 +235,8 @@ def train(state, stop):
     """The outer steps from ``state.done`` on: ``(status, final metrics)``. A stop request ends the
     run with a checkpoint of the steps done ("interrupted")."""
     import metagreedy as mg
-    from metagreedy.harness.runlog import warn
-    from metagreedy.harness.signals import Interrupted
+    from harness.runlog import warn
+    from harness.signals import Interrupted
     cfg, task = state.cfg, state.task
     status, final, last_eval = "finished", {}, {}
     state.started = time.perf_counter()
@@ -290,7 +288,7 @@ def outer_step(state, step, stop):
     import torch
 
     import metagreedy as mg
-    from metagreedy.harness.runlog import warn
+    from harness.runlog import warn
     cfg, task, world = state.cfg, state.task, state.world
     t0 = time.perf_counter()
     with stop.abortable():  # a stop here drops this step: the checkpoint is of `done` steps
@@ -323,7 +321,7 @@ def outer_step(state, step, stop):
 
 def take_step(state, grads, finite, step) -> None:
     """alpha's outer step, or, for a non-finite hypergradient or loss, a skipped one (counted)."""
-    from metagreedy.harness.runlog import warn
+    from harness.runlog import warn
     if finite:
         for name, p in state.task.hparams.items():
             p.grad = grads[name].to(p.dtype)
@@ -369,8 +367,8 @@ def hypergradient(task, step, members, non_finite, warn):
 
 def finish(state, status, final) -> str:
     """summary.json (and W&B's), the final checkpoint as an artifact, the log closed; the status."""
-    from metagreedy.harness import checkpoint
-    from metagreedy.harness.runlog import warn
+    from harness import checkpoint
+    from harness.runlog import warn
     cfg, log = state.cfg, state.log
     log.summary({"status": status, "steps_done": state.done, "outer_steps": cfg.outer_steps, "task": cfg.task,
                  "method": cfg.method, "dataset": state.facts.get("dataset"), "wall_time": state.elapsed, **final,
@@ -436,10 +434,10 @@ def bar_update(bar, row, last_eval, keys):
 
 
 def main(argv=None, stop=None, hooks=None) -> int:
-    from metagreedy.harness.checkpoint import CheckpointError
-    from metagreedy.harness.config import UsageError, one_line
+    from harness.checkpoint import CheckpointError
+    from harness.settings import UsageError, one_line
     from metagreedy.data import DataError
-    from metagreedy.harness.rundir import WriteError
+    from harness.rundir import WriteError
     try:
         return run(argv, stop, hooks)
     except (UsageError, DataError, CheckpointError) as e:
@@ -458,7 +456,7 @@ if __name__ == "__main__":
     early = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: early.append(signum))
-    from metagreedy.harness.signals import Stop
+    from harness.signals import Stop
     stop = Stop().install()
     stop.signum = early[0] if early else None
     sys.exit(main(stop=stop))

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from .common import ROOT, guarded
 
 import metagreedy as mg  # noqa: E402
-from metagreedy.harness import checkpoint  # noqa: E402
+from harness import checkpoint  # noqa: E402
 from metagreedy import nn as mgnn  # noqa: E402
 from metagreedy.data import FewShotTasks  # noqa: E402
 from metagreedy.data.omniglot import load_omniglot  # noqa: E402

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from metagreedy.harness.campaign.plan import Plan, plans_in, resolved, shown, state
+from harness.campaign.plan import Plan, plans_in, resolved, shown, state
 
 from . import paper
 from .common import plot_curves, replace_section

@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 import sys
 
-from metagreedy.harness import files
-from metagreedy.harness.rundir import write_atomic, write_text
+from harness import files
+from harness.rundir import write_atomic, write_text
 from metagreedy.stats import mean_ci95
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout
@@ -28,11 +28,11 @@ def guarded(main) -> int:
     """Run a bench script's ``main`` as train.py runs: bad input (a damaged or foreign file, a bad
     flag, missing data) is one line and exit 2, a file that cannot be written one line and exit 1,
     Ctrl-C one line and exit 130."""
-    from metagreedy.harness.checkpoint import CheckpointError
-    from metagreedy.harness.config import UsageError, one_line
+    from harness.campaign.plan import PlanError
+    from harness.checkpoint import CheckpointError
+    from harness.rundir import WriteError
+    from harness.settings import UsageError, one_line
     from metagreedy.data import DataError
-    from metagreedy.harness.campaign.plan import PlanError
-    from metagreedy.harness.rundir import WriteError
     try:
         return main() or 0
     except (UsageError, CheckpointError, DataError, PlanError) as e:
@@ -47,7 +47,7 @@ def guarded(main) -> int:
 
 
 def summary(run_dir: str):
-    """A run's summary.json, checked (metagreedy.harness.files); None when it has none."""
+    """A run's summary.json, checked (harness.files); None when it has none."""
     return files.read_summary(run_dir)
 
 

@@ -25,7 +25,7 @@ import time
 
 from .common import ROOT, child_env, fmt, guarded, mean_ci, metrics, python_module, replace_section, summary
 
-from metagreedy.rundir import write_atomic
+from harness.rundir import write_atomic
 
 OUT = os.path.join(ROOT, "results", "long_horizon")
 RUNS = os.path.join(ROOT, "runs", "long_horizon")
@@ -134,7 +134,7 @@ def build_task(T: int, seed: int, data_root: str):
     import torch
 
     import tasks
-    from metagreedy import config
+    from harness import config
     cfg = config.resolve(["--task", "long_horizon", "--inner-steps", str(T), "--seed", str(seed), "--data-root",
                           data_root])
     torch.manual_seed(seed)

@@ -17,7 +17,7 @@ import os
 import sys
 import statistics
 
-from metagreedy.harness.campaign.plan import load_plan, resolved, state
+from harness.campaign.plan import load_plan, resolved, state
 
 from .common import ROOT, guarded, metrics
 

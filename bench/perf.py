@@ -25,7 +25,7 @@ from .common import ROOT, guarded
 
 import metagreedy as mg  # noqa: E402
 from metagreedy import nn as mgnn  # noqa: E402
-from metagreedy.higher_loop import innerloop_full  # noqa: E402
+from metagreedy.integrations.higher import innerloop_full  # noqa: E402
 from metagreedy.models import CleaningConvNet, WarpConvNet  # noqa: E402
 
 METHODS = {"greedy": {"method": "greedy", "gamma": 0.9}, "greedy final": {"method": "greedy", "gamma": 0.9,
@@ -169,7 +169,7 @@ def format_table(name, rows, steps):
 def omniglot_throughput(device, repeats, meta_batch=16):
     """Tasks per second for one meta-batch: the per-task higher loop vs the batched (vmap) path."""
     import tasks
-    from metagreedy.harness import config
+    from harness import config
     from metagreedy.data import get_tasksets
     tasksets = get_tasksets("synthetic", 5, 1, 15, synthetic_classes=(100, 20))
     out = {}

@@ -27,7 +27,7 @@ import torch
 
 from .common import ROOT, child_env, guarded, python_module
 
-from metagreedy.harness import config  # noqa: E402
+from harness import config  # noqa: E402
 
 
 def make_task(meta_batch, method, device, dtype, loop="batched"):

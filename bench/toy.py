@@ -14,7 +14,7 @@ import os
 import statistics
 import sys
 
-from metagreedy.harness.campaign.plan import load_plan, resolved, state
+from harness.campaign.plan import load_plan, resolved, state
 
 from .campaign import main as campaign
 from .common import ROOT, guarded, metrics, pyplot, replace_section, save_figure

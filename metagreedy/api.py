@@ -2,22 +2,12 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
-import torch
 from torch import Tensor
 
-from .estimators import METHODS, Bilevel, _run, finite, with_step
+from .estimators import METHODS, Bilevel, Hypergradient, _run, finite, with_step
 from .optim import OPTIMIZERS, Optimizer, check_int
-
-
-class Hypergradient(NamedTuple):
-    grad: Any  # d val_loss / d alpha, the structure of ``hparams``, detached
-    params: Any  # w_T, the structure of ``params``, detached
-    method: str
-    vjps: int  # vector-Jacobian products through grad_w train_loss (the paper's #JVPs)
-    train_loss: float  # train_loss at the last inner step
-    val_loss: float  # val_loss(w_T, alpha)
 
 
 def _flatten(name: str, tree) -> tuple[tuple, Callable[[Any], Any]]:
@@ -127,8 +117,6 @@ def hypergradient(train_loss, val_loss, params, hparams, *, steps: int, lr=0.1, 
         if index is None:
             raise ValueError("lr is a tensor that requires grad but is not one of hparams")
         lr = lambda a, i=index: a[i]  # noqa: E731
-    if method == "ift" and options.get("neumann_lr") is None and isinstance(lr, (int, float)):
-        options["neumann_lr"] = float(lr)
 
     if options.get("step_val_loss") is not None:
         options["step_val_loss"] = _loss_on_tuples("step_val_loss", options["step_val_loss"], unflatten_w,
@@ -141,8 +129,8 @@ def hypergradient(train_loss, val_loss, params, hparams, *, steps: int, lr=0.1, 
         T=steps,
     )
     est = METHODS[method](problem, w0, alpha, **options)
-    return Hypergradient(unflatten_alpha(est.grad), unflatten_w(est.params), method, est.vjps,
-                         est.train_loss, est.val_loss)
+    return Hypergradient(unflatten_alpha(est.grad), unflatten_w(est.params), est.vjps, est.train_loss, est.val_loss,
+                         method)
 
 
 def inner_loop(train_loss, params, hparams, *, steps: int, lr=0.1, momentum: float = 0.0,

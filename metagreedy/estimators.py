@@ -1,6 +1,6 @@
 """Hypergradient estimators: one function each, one signature, one registry.
 
-Every estimator is ``estimator(problem, w0, alpha, **options) -> Estimate`` where ``problem`` is a
+Every estimator is ``estimator(problem, w0, alpha, **options) -> Hypergradient`` where ``problem`` is a
 :class:`Bilevel` (``train_loss``, ``val_loss``, the inner ``optimizer`` and ``T`` steps), ``w0`` and
 ``alpha`` are tuples of tensors, and the losses take ``(w, alpha)`` as tuples. Inner dynamics:
 ``w_t, s_t = Phi(w_{t-1}, s_{t-1}, alpha)``, one optimizer step on ``train_loss``.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -75,12 +75,16 @@ def deferred_finite_checks():
         _DEFERRED = before
 
 
-class Estimate(NamedTuple):
-    grad: tuple  # d val_loss(w_T, alpha) / d alpha, one tensor per hyperparameter, detached
-    params: tuple  # w_T, detached
-    vjps: int
+class Hypergradient(NamedTuple):
+    """What an estimator and :func:`metagreedy.hypergradient` return. An estimator gives ``grad`` and
+    ``params`` as it takes alpha and w, tuples of tensors, and no ``method``; ``hypergradient`` gives
+    them in the structure its caller passed (a tensor, list/tuple or dict), with the method's name."""
+    grad: Any  # d val_loss(w_T, alpha) / d alpha, one tensor per hyperparameter, detached
+    params: Any  # w_T, detached
+    vjps: int  # vector-Jacobian products through grad_w train_loss (the paper's #JVPs)
     train_loss: float  # train_loss(w_{T-1}, alpha), the last inner step's loss
     val_loss: float  # val_loss(w_T, alpha)
+    method: str = ""
 
 
 def _grad(out: Tensor, inputs, grad_outputs=None, create_graph=False, retain_graph=None,
@@ -129,10 +133,6 @@ def indexed(problem: Bilevel) -> Bilevel:
 
 def _leaves(ts) -> tuple:
     return tuple(t.detach().requires_grad_() for t in ts)
-
-
-def _dot(xs, ys) -> Tensor:
-    return sum((x * y).sum() for x, y in zip(xs, ys))
 
 
 def _add(xs, ys, scale: float = 1.0) -> tuple:
@@ -198,16 +198,16 @@ def _run(problem: Bilevel, w, state, alpha, steps: int):
     return w, state, loss
 
 
-def _finish(problem, w, alpha, indirect, vjps, train_loss, val_grads=None) -> Estimate:
+def _finish(problem, w, alpha, indirect, vjps, train_loss, val_grads=None) -> Hypergradient:
     """The estimate ``grad_alpha L_val(w_T) + indirect``; ``val_grads`` at w_T when already computed."""
     _, direct, val = val_grads if val_grads is not None else _val_grads(problem, w, alpha)
     grad = direct if indirect is None else _add(direct, indirect)
-    return Estimate(tuple(x.detach() for x in grad), tuple(w), vjps, finite("train_loss", train_loss),
-                    finite("val_loss", val))
+    return Hypergradient(tuple(x.detach() for x in grad), tuple(w), vjps, finite("train_loss", train_loss),
+                         finite("val_loss", val))
 
 
 def greedy(problem: Bilevel, w0, alpha, *, gamma: float = 0.9, variant: str = "eq6",
-           step_val_loss: StepLoss | None = None) -> Estimate:
+           step_val_loss: StepLoss | None = None) -> Hypergradient:
     """Greedy (equation 6): grad_alpha L_val(w_T) + sum_t gamma^(T-t) grad_{w_t} L_val(w_t) B_t.
 
     ``variant="final"`` uses grad_{w_T} L_val(w_T) in every term instead; it replays the
@@ -235,7 +235,7 @@ def greedy(problem: Bilevel, w0, alpha, *, gamma: float = 0.9, variant: str = "e
     return _finish(problem, w, alpha, acc, T, loss, last)
 
 
-def t1t2(problem: Bilevel, w0, alpha) -> Estimate:
+def t1t2(problem: Bilevel, w0, alpha) -> Hypergradient:
     """T1-T2 (Luketina et al. 2016): grad_alpha L_val(w_T) + grad_{w_T} L_val(w_T) B_T, the last step only."""
     problem = indexed(problem)
     w, state, _ = _run(problem, w0, problem.optimizer.init(w0), alpha, problem.T - 1)
@@ -243,19 +243,23 @@ def t1t2(problem: Bilevel, w0, alpha) -> Estimate:
     return _finish(problem, w, alpha, term, 1, loss, last)
 
 
-def fo(problem: Bilevel, w0, alpha) -> Estimate:
+def fo(problem: Bilevel, w0, alpha) -> Hypergradient:
     """First order: grad_alpha L_val(w_T) only, the dependence of w_T on alpha ignored."""
     problem = indexed(problem)
     w, _, loss = _run(problem, w0, problem.optimizer.init(w0), alpha, problem.T)
     return _finish(problem, w, alpha, None, 0, loss)
 
 
-def ift(problem: Bilevel, w0, alpha, *, terms: int = 5, neumann_lr: float | None = None) -> Estimate:
+def ift(problem: Bilevel, w0, alpha, *, terms: int = 5, neumann_lr: float | None = None) -> Hypergradient:
     """IFT at w_T (Lorraine et al. 2020): grad_alpha L_val - v H^-1 d(grad_w L_train)/dalpha, with
-    H^-1 ~ eta sum_{j=0..K} (I - eta H)^j (K = ``terms``; eta = ``neumann_lr``, default the inner lr)."""
+    H^-1 ~ eta sum_{j=0..K} (I - eta H)^j (K = ``terms``; eta = ``neumann_lr``). The default step,
+    decided here alone: ``neumann_lr`` None or 0 (a step of 0 would drop the implicit term) is the
+    inner optimizer's learning rate."""
     check_int("ift: terms", terms, 0)
+    if neumann_lr is not None:
+        check_real("ift: neumann_lr", neumann_lr, 0.0)
     problem = indexed(problem)
-    eta = neumann_lr if neumann_lr is not None else _inner_lr(problem)
+    eta = neumann_lr or _inner_lr(problem)
     w, _, loss = _run(problem, w0, problem.optimizer.init(w0), alpha, problem.T)
     at_w_T = _val_grads(problem, w, alpha)
     v = at_w_T[0]
@@ -271,12 +275,12 @@ def ift(problem: Bilevel, w0, alpha, *, terms: int = 5, neumann_lr: float | None
     return _finish(problem, w, alpha, tuple(-m for m in mixed), terms + 1, loss, at_w_T)
 
 
-def full(problem: Bilevel, w0, alpha) -> Estimate:
+def full(problem: Bilevel, w0, alpha) -> Hypergradient:
     """Exact hypergradient: reverse mode through all T steps, optimizer state included."""
     return truncated(problem, w0, alpha, k=problem.T)
 
 
-def truncated(problem: Bilevel, w0, alpha, *, k: int = 1) -> Estimate:
+def truncated(problem: Bilevel, w0, alpha, *, k: int = 1) -> Hypergradient:
     """Truncated back-propagation (Shaban et al. 2019): reverse mode through the last k steps only."""
     check_int("truncated: k", k, 1)
     if k > problem.T:
@@ -297,7 +301,7 @@ def _inner_lr(problem: Bilevel) -> float:
     return float(lr)
 
 
-METHODS: dict[str, Callable[..., Estimate]] = {
+METHODS: dict[str, Callable[..., Hypergradient]] = {
     "greedy": greedy,
     "t1t2": t1t2,
     "ift": ift,

@@ -1,6 +1,8 @@
 """Networks of the experiments."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -67,3 +69,18 @@ def linear_init(in_features: int, out_features: int, seed: int) -> tuple[Tensor,
     weight = (torch.rand(out_features, in_features, generator=gen) * 2 - 1) * bound
     bias = (torch.rand(out_features, generator=gen) * 2 - 1) * bound
     return weight, bias
+
+
+def default_init(shapes: dict, gen: torch.Generator, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+    """Fresh parameters of the given shapes (``{name: shape}``), drawn as torch's default
+    initialisation of ``nn.Conv2d`` and ``nn.Linear`` draws them, but from ``gen``: a weight
+    ``[out, in, ...]`` kaiming-uniform with a = sqrt(5), i.e. uniform in +-1/sqrt(fan_in), fan_in =
+    in x the kernel's size; a bias ``<layer>.bias`` uniform in +-1/sqrt(fan_in) of ``<layer>.weight``.
+    Drawn in the order given, in ``dtype`` (float32 by default, so a float64 run starts from the same
+    numbers)."""
+    out = {}
+    for name, shape in shapes.items():
+        weight = shapes[name.removesuffix("bias") + "weight"] if name.endswith("bias") else shape
+        fan_in = math.prod(weight[1:])
+        out[name] = (torch.rand(tuple(shape), generator=gen, dtype=dtype) * 2 - 1) * fan_in ** -0.5
+    return out

@@ -120,12 +120,17 @@ def adam(lr: LR, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -
 
 
 def detach_state(state):
-    """The optimizer state with every tensor cut from the graph (NamedTuples and tuples kept)."""
+    """The optimizer state with every tensor cut from the graph (NamedTuples, tuples, lists and dicts
+    kept)."""
     if isinstance(state, Tensor):
         return state.detach()
     if isinstance(state, tuple):
         items = [detach_state(s) for s in state]
         return type(state)(*items) if hasattr(state, "_fields") else tuple(items)
+    if isinstance(state, list):
+        return [detach_state(s) for s in state]
+    if isinstance(state, dict):
+        return {k: detach_state(v) for k, v in state.items()}
     return state
 
 

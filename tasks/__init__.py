@@ -3,9 +3,9 @@
 A task module (``tasks/<name>.py``) defines:
 
 - ``DESCRIPTION``: one line for ``train.py --help``.
-- ``SETTINGS``: the settings of this task alone (a ``metagreedy.harness.config.Setting`` each; those
-  several tasks share are declared once in ``tasks/common.py``). The settings of every task are
-  ``metagreedy.harness.config.COMMON``.
+- ``SETTINGS``: the settings of this task alone (a ``harness.settings.Setting`` each; those several
+  tasks share are declared once in ``tasks/common.py``, where the data is in ``harness.settings``).
+  The settings of every task are ``harness.config.COMMON``.
 - ``DEFAULTS``: the settings declared elsewhere (``COMMON``, ``tasks/common.py``) whose default
   differs for this task, and only those.
 - ``check(cfg)``: the checks of its settings that need no data (raise ``UsageError``); run before
@@ -13,6 +13,18 @@ A task module (``tasks/<name>.py``) defines:
 - ``run_name(cfg)`` and ``run_group(cfg)``: the default run directory name and the W&B group.
 - ``Task(cfg, device, dtype)``: builds the data, the model and the hyperparameters, following
   :class:`Task` below.
+- ``upgrade(stored)`` (optional): a stored run's settings (a dict, read from a checkpoint or
+  ``config.yaml``) with this task's settings added since it was written, at the values that say
+  how it behaved, each one the setting accepts. The harness upgrades the settings of every task
+  itself; it names no setting of a task.
+
+A task whose trained runs can be reused on new data (``run.predict`` and ``run.evaluate`` of
+``harness.reuse``) also gives its ``Task`` ``predict(...)``, which checks its input, and
+``score(split, tasks=None, **sizes) -> (mean, ci95, tasks)``; reuse builds the ``Task`` with
+``lazy=True`` when it has ``lazy_data = True``.
+
+This package is the registry of tasks the harness imports: ``NAMES`` and ``load(name)``.
+``harness.reuse.load_run(..., experiments=R)`` takes any other registry of that kind.
 
 Every random choice is a function of ``(seed, step, index)``, so a resumed run repeats exactly.
 """
@@ -23,7 +35,7 @@ from typing import Optional, Protocol
 
 from torch import Tensor
 
-from metagreedy.harness.config import UsageError
+from harness.settings import UsageError
 
 NAMES = ("omniglot", "hyper_cleaning", "toy", "long_horizon")  # tasks/<name>.py each
 
@@ -64,7 +76,9 @@ class Task(Protocol):
 
 
 def load(name: str):
-    """The module of the task ``name``."""
+    """The module of the task ``name``, imported on first use (a run needs its own task's alone).
+    The one import by a name known only at run time that tests/test_layers.py allows: it stays
+    within this package."""
     if name not in NAMES:
         raise UsageError(f"unknown --task '{name}'; choose from {', '.join(NAMES)}")
     return importlib.import_module(f"tasks.{name}")

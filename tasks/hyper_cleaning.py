@@ -1,8 +1,10 @@
 """Data hyper-cleaning on MNIST / Fashion-MNIST (the method paper's section 5.3, table 2).
 
 alpha_i is a per-example weight logit: train_loss = sum_i sigmoid(alpha_i) CE_i over the 1000 noisy
-examples (a mean, i.e. the sum scaled by 1/n, so the inner learning rate does not depend on n);
-val_loss = plain CE on clean validation data. Where each outer step's T steps of full-batch momentum
+examples, taken as a mean (the sum scaled by 1/n, so the inner learning rate does not depend on n;
+``--loss-reduction sum`` takes the sum, as the paper writes it); val_loss = plain CE on clean
+validation data, reduced alike. ``--noise-model`` says what a corrupted label becomes (another
+class, or any class as the paper says). Where each outer step's T steps of full-batch momentum
 SGD start is ``--inner-start`` (the paper does not say):
 
 - ``continue`` (the default): the 3-layer, 8-channel conv net trains online, from where the previous
@@ -23,11 +25,12 @@ import torch.nn.functional as F
 
 import metagreedy as mg
 from metagreedy import nn as mgnn
-from metagreedy.harness.config import Setting as S, UsageError, at_least, in_range
-from metagreedy.data.cleaning import SPLIT_SIZES, make_cleaning_data
+from harness.settings import Setting as S, UsageError, at_least, in_range
+from metagreedy.data.cleaning import NOISE_MODELS, SPLIT_SIZES, make_cleaning_data
 from metagreedy.models import CleaningConvNet
 
-from .common import DATA_ROOT, EVAL_EVERY, STEP_VAL_BATCH, TaskBase, dataset, keyed_generator, options_for
+from .common import (DATA_ROOT, EVAL_EVERY, LOSS_REDUCTION, STEP_VAL_BATCH, TaskBase, cross_entropy, dataset,
+                     inner_arguments, keyed_generator, method_arguments)
 
 DESCRIPTION = "data hyper-cleaning on MNIST / Fashion-MNIST (table 2): per-example weights sigmoid(alpha_i)."
 DEFAULTS = dict(
@@ -43,7 +46,13 @@ SETTINGS = [
     DATA_ROOT,
     EVAL_EVERY,
     STEP_VAL_BATCH,
-    S("noise", 0.3, "probability that a training label is replaced by another class", check=in_range(0.0, 1.0)),
+    LOSS_REDUCTION,
+    S("noise", 0.3, "probability that a training label is corrupted (replaced as --noise-model says)",
+      check=in_range(0.0, 1.0)),
+    S("noise_model", "other", "what a corrupted label becomes: other = a class drawn from the 9 others, so it is "
+      "always wrong (realised noise --noise); any = a class drawn from all 10, the true one included, as the paper "
+      "says 'a random class' (realised noise 0.9 x --noise); either way only wrong labels count as corrupted (for "
+      "--oracle and the detection metrics)", choices=NOISE_MODELS),
     S("protocol", "paper", "paper: validate and test on the test split, as the paper; heldout: validate on "
       "--n-val clean training examples, test on the untouched test split", choices=("paper", "heldout")),
     S("n_train", 1000, "noisy training examples, one weight alpha_i each", check=at_least(1), metavar="N"),
@@ -75,14 +84,30 @@ def check(cfg) -> None:
                          f"hypergradient, got {cfg.step_val_batch}")
 
 
+def variant(cfg) -> str:
+    """The run's choices where they are not the defaults, for its name."""
+    changed = ["fresh" if cfg.inner_start == "fresh" else "",
+               f"noise-{cfg.noise_model}" if cfg.noise_model != "other" else "",
+               f"loss-{cfg.loss_reduction}" if cfg.loss_reduction != "mean" else ""]
+    return "".join(f"-{c}" for c in changed if c)
+
+
 def run_name(cfg) -> str:
-    start = "-fresh" if cfg.inner_start == "fresh" else ""
-    return f"hyper_cleaning-{cfg.dataset}-{cfg.noise}{start}-{cfg.method}-seed{cfg.seed}"
+    return f"hyper_cleaning-{cfg.dataset}-{cfg.noise}{variant(cfg)}-{cfg.method}-seed{cfg.seed}"
 
 
 def run_group(cfg) -> str:
-    start = "-fresh" if cfg.inner_start == "fresh" else ""
-    return f"hyper_cleaning/{cfg.dataset}-{cfg.noise}{start}/{cfg.method}"
+    return f"hyper_cleaning/{cfg.dataset}-{cfg.noise}{variant(cfg)}/{cfg.method}"
+
+
+# Settings added after runs were stored without them, at the value that says how those runs behaved.
+ADDED_LATER = {"inner_start": "continue", "loss_reduction": "mean", "noise_model": "other"}
+
+
+def upgrade(stored: dict) -> dict:
+    """A stored run's settings with those added since (tasks/__init__.py), at their earlier behaviour:
+    runs stored before --inner-start continued online, took mean losses and the 'other' noise model."""
+    return {**ADDED_LATER, **stored}
 
 
 class Task(TaskBase):
@@ -91,7 +116,7 @@ class Task(TaskBase):
     def __init__(self, cfg, device, dtype):
         self.cfg, self.device, self.dtype = cfg, device, dtype
         data = make_cleaning_data(cfg.dataset, cfg.data_root, noise=cfg.noise, seed=cfg.seed, n_train=cfg.n_train,
-                                  protocol=cfg.protocol, n_val=cfg.n_val)
+                                  protocol=cfg.protocol, n_val=cfg.n_val, noise_model=cfg.noise_model)
         self.data = data._replace(**{k: v.to(device, dtype) if v.is_floating_point() else v.to(device)
                                      for k, v in data._asdict().items()})
         torch.manual_seed(cfg.seed)
@@ -117,10 +142,13 @@ class Task(TaskBase):
 
     def train_loss(self, w, alpha):
         out = mgnn.call(self.model, w, {}, self.data.x_train)
-        return (self._weights(alpha) * F.cross_entropy(out, self.data.y_train, reduction="none")).mean()
+        weighted = self._weights(alpha) * F.cross_entropy(out, self.data.y_train, reduction="none")
+        return weighted.sum() if self.cfg.loss_reduction == "sum" else weighted.mean()
 
     def _val_loss(self, x, y):
-        return lambda w, alpha: F.cross_entropy(mgnn.call(self.model, w, {}, x), y)
+        """The validation loss on ``(x, y)``; with a sum, a mini-batch stands for the whole set's."""
+        total = len(self.data.y_val)
+        return lambda w, alpha: cross_entropy(mgnn.call(self.model, w, {}, x), y, self.cfg.loss_reduction, total)
 
     def _estimate(self, step, method):
         x, y = self.data.x_val, self.data.y_val
@@ -133,10 +161,8 @@ class Task(TaskBase):
             idx = torch.randperm(len(y), generator=gen)[: self.cfg.step_val_batch].to(y.device)
             return self._val_loss(x[idx], y[idx])(w, alpha)
 
-        options = options_for(self.cfg, method, step_val_loss)
         return mg.hypergradient(self.train_loss, self._val_loss(x, y), self.w, self.hparams,
-                                steps=self.cfg.inner_steps, lr=self.cfg.inner_lr, momentum=self.cfg.momentum,
-                                method=method, optimizer=self.cfg.inner_optimizer, **options)
+                                **inner_arguments(self.cfg), **method_arguments(self.cfg, method, step_val_loss))
 
     def hypergradient(self, step, members):
         hpo = self.cfg.hpo and not self.cfg.oracle
@@ -154,8 +180,7 @@ class Task(TaskBase):
         w_0 with the current alpha; recomputed, so evaluation depends on the checkpoint alone)."""
         if not self.fresh:
             return self.w
-        return mg.inner_loop(self.train_loss, self.w, self.hparams, steps=self.cfg.inner_steps, lr=self.cfg.inner_lr,
-                             momentum=self.cfg.momentum, optimizer=self.cfg.inner_optimizer)
+        return mg.inner_loop(self.train_loss, self.w, self.hparams, **inner_arguments(self.cfg))
 
     def _accuracy(self, w, x, y, batch=5000):
         with torch.no_grad():

@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 
 import metagreedy as mg
-from metagreedy.harness.config import POSITIVE, Setting as S, UsageError, at_least
+from harness.settings import POSITIVE, Setting as S, UsageError, at_least
 from metagreedy.data.cleaning import SPLIT_SIZES
 from metagreedy.data.digits import CLASSES, PIXELS, make_splits
 from metagreedy.models import linear_init
 
-from .common import DATA_ROOT, EVAL_EVERY, TaskBase, dataset, keyed_generator, method_options
+from .common import DATA_ROOT, EVAL_EVERY, TaskBase, dataset, inner_arguments, keyed_generator, method_arguments
 
 DESCRIPTION = ("long inner loops on mini-batches: per-layer learning rates and weight decay of an MLP on MNIST / "
                "Fashion-MNIST, T up to 1000.")
@@ -103,7 +103,6 @@ class Task(TaskBase):
             "log_lr": torch.full((len(LAYERS),), math.log(cfg.inner_lr), device=device, dtype=dtype, requires_grad=True),
             "log_wd": torch.tensor(math.log(cfg.weight_decay), device=device, dtype=dtype, requires_grad=True)}
         self.lr = layer_lrs(self.hparams)
-        self.options = method_options(cfg)
 
     def info(self) -> dict:
         return {"dataset": self.cfg.dataset, "n_params": sum(p.numel() for p in self.w0.values())}
@@ -125,12 +124,9 @@ class Task(TaskBase):
         gen = keyed_generator(self.cfg.seed, *key)
         return torch.randint(self.cfg.n_train, (self.cfg.inner_steps, self.cfg.batch_size), generator=gen).to(self.device)
 
-    def _kwargs(self):
-        return dict(steps=self.cfg.inner_steps, lr=self.lr, momentum=self.cfg.momentum, optimizer=self.cfg.inner_optimizer)
-
     def hypergradient(self, step, members):
         res = mg.hypergradient(self.train_loss(self.batches(step, BATCH_KEY)), self.val_loss, self.w0, self.hparams,
-                               method=self.cfg.method, **self._kwargs(), **self.options)
+                               **inner_arguments(self.cfg, lr=self.lr), **method_arguments(self.cfg, self.cfg.method))
         return res.grad, {"val_loss": res.val_loss, "train_loss": res.train_loss, "vjps": res.vjps,
                           **self.hyperparameters()}, 1
 
@@ -141,7 +137,8 @@ class Task(TaskBase):
 
     def trained(self) -> dict:
         """w_T with the current alpha, on the evaluation batches."""
-        return mg.inner_loop(self.train_loss(self.batches(EVAL_KEY)), self.w0, self.hparams, **self._kwargs())
+        return mg.inner_loop(self.train_loss(self.batches(EVAL_KEY)), self.w0, self.hparams,
+                             **inner_arguments(self.cfg, lr=self.lr))
 
     def evaluate(self, step):
         w = self.trained()

@@ -11,7 +11,7 @@ import torch
 
 import metagreedy as mg
 
-from .common import TaskBase, method_options
+from .common import TaskBase, inner_arguments, method_arguments
 
 DESCRIPTION = "the 2-D toy problem of figure 2 (closed-form exact hypergradient, its cosine logged)."
 DEFAULTS = dict(
@@ -63,19 +63,16 @@ class Task(TaskBase):
         self.cfg, self.dtype = cfg, dtype
         self.w0 = {"w": torch.tensor([2.0, 2.0], dtype=dtype)}
         self.hparams = {"alpha": torch.tensor([1.0, 1.0], dtype=dtype, requires_grad=True)}
-        self.options = method_options(cfg)
 
     def info(self) -> dict:
         return {"dataset": "toy"}
 
-    def _estimate(self, method, **options):
-        cfg = self.cfg
-        return mg.hypergradient(train_loss, val_loss, self.w0, self.hparams, steps=cfg.inner_steps,
-                                lr=cfg.inner_lr, momentum=cfg.momentum, method=method,
-                                optimizer=cfg.inner_optimizer, **options)
+    def _estimate(self, method):
+        return mg.hypergradient(train_loss, val_loss, self.w0, self.hparams, **inner_arguments(self.cfg),
+                                **method_arguments(self.cfg, method))
 
     def hypergradient(self, step, members):
-        res = self._estimate(self.cfg.method, **self.options)
+        res = self._estimate(self.cfg.method)
         if self.cfg.momentum == 0.0 and self.cfg.inner_optimizer == "sgd":
             exact = exact_hypergradient(self.hparams["alpha"].detach(), self.cfg.inner_steps, self.cfg.inner_lr,
                                         self.w0["w"])

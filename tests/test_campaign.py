@@ -1,4 +1,4 @@
-"""The campaign (metagreedy.harness.campaign, run as python -m bench.campaign): plans, runs that stop within their budget and add up, status and report."""
+"""The campaign (harness.campaign, run as python -m bench.campaign): plans, runs that stop within their budget and add up, status and report."""
 import json
 import os
 import shutil
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from bench import campaign
-from metagreedy.harness import campaign as harness_campaign
-from metagreedy.harness.campaign import plan as campaign_plan, runner
+from harness import campaign as harness_campaign
+from harness.campaign import plan as campaign_plan, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -338,9 +338,7 @@ def test_report_chooses_gamma_on_validation_with_t_intervals(tmp_path):
         cell(f"hand/5way/greedy-0.99/seed{seed}", meta_val_acc=v, meta_test_acc=0.5)
     cell("hand/5way/greedy-0.999/seed0", meta_val_acc=0.83, meta_test_acc=0.9)
     (out / "hand/5way/greedy-0.99/seed2").mkdir()
-    from metagreedy import checkpoint
-    import tasks
-    from metagreedy import config
+    from harness import checkpoint, config
     settings = config.resolve(["--task", "omniglot", "--method", "greedy", "--gamma", "0.99"])
     torch.save({"format": checkpoint.FORMAT, "step": 700, "task": "omniglot",
                 "config": settings.to_dict(), "hparams": {}, "outer_opt": {}, "rng": {},
@@ -375,7 +373,7 @@ FAST = ("name: p\nmin_start_s: 0\ntrain: --task toy\nmethods: {diverges: --fake 
 
 
 def test_a_second_run_on_the_same_results_is_refused_at_once(tmp_path, fake_train, capsys):
-    from metagreedy import rundir
+    from harness import rundir
     plan, out = write_plan(tmp_path / "p.yaml", FAST), tmp_path / "results"
     fd = rundir.take_lock(str(out), "results")  # a campaign running on it
     try:
@@ -564,7 +562,7 @@ def test_a_link_planted_in_the_keep_directory_is_refused_and_the_other_cells_run
 
 
 def test_a_full_disk_under_results_is_one_line_and_stops_the_campaign(tmp_path, fake_train, capsys, monkeypatch):
-    from metagreedy.rundir import WriteError
+    from harness.rundir import WriteError
     plan, out = write_plan(tmp_path / "p.yaml", FAST.replace("seeds: [0, 1]", "seeds: [0, 1, 2]")), tmp_path / "out"
 
     def full(path, data):
@@ -595,7 +593,7 @@ def expand_sweep(text):
     return lines
 
 
-@pytest.mark.parametrize("name", ["table2", "table3", "table3_mb1"])
+@pytest.mark.parametrize("name", sorted(os.path.splitext(f)[0] for f in os.listdir(PLANS) if f.endswith(".yaml")))
 def test_a_plans_sweep_runs_each_of_its_cells_once(name, capsys):
     path = os.path.join(PLANS, f"{name}.yaml")
     assert campaign.main(["sweep", "--plan", path]) == 0
@@ -635,6 +633,40 @@ def test_the_plans_cover_the_papers_grid(name, task, want):
             row = "oracle" if cfg.oracle else "w/o HPO" if not cfg.hpo else row
             got.append((cfg.dataset, cfg.noise, cfg.protocol, row, cfg.seed))
     assert len(got) == len(set(got)) and set(got) == want
+
+
+def test_the_level_causes_plan_moves_one_setting_per_cell_cheapest_first():
+    """Each cell of level_causes is its baseline (table3_mb1's 5-way FO / greedy 0.9, table2's MNIST
+    0.3 w/o HPO / greedy 0.9) with exactly one setting moved; hyper-cleaning first; seeds beyond 0 only
+    after the seed-0 cells."""
+    from harness import config
+    plan = campaign_plan.load_plan(os.path.join(PLANS, "level_causes.yaml"))
+    moved = {"init": "fresh", "loss_reduction": "sum", "eval_queries": "inductive", "val_split": "alphabets",
+             "noise_model": "any"}
+    baselines = {}
+    for name in ("table3_mb1", "table2"):
+        for cell in campaign_plan.load_plan(os.path.join(PLANS, f"{name}.yaml")).cells:
+            cfg = campaign_plan.resolved(cell.args).to_dict()
+            baselines[tuple(sorted((k, v) for k, v in cfg.items() if k != "seed"))] = cell.method
+    seen = []
+    for cell in plan.cells:
+        cfg = campaign_plan.resolved(cell.args).to_dict()
+        changed = [k for k, v in moved.items() if cfg.get(k) == v]
+        assert len(changed) == 1, cell.path
+        base = {**cfg, changed[0]: config.table().by_name[changed[0]].default}
+        baseline = baselines.get(tuple(sorted((k, v) for k, v in base.items() if k != "seed")))
+        assert baseline in ("FO", "greedy 0.9", "w/o HPO"), cell.path
+        assert cell.method.startswith(baseline + ", ")
+        seen.append((cfg["task"], changed[0], baseline, cell.seed))
+    assert len(seen) == len(set(seen)) >= 12
+    assert [t for t, *_ in seen[:12]] == ["hyper_cleaning"] * 4 + ["omniglot"] * 8
+    assert [s for *_, s in seen[:12]] == [0] * 12 and {s for *_, s in seen[12:]} <= {1, 2}
+    assert {(c, b) for t, c, b, s in seen if t == "omniglot"} == {(c, b) for c in ("init", "loss_reduction",
+                                                                                    "eval_queries", "val_split")
+                                                                  for b in ("FO", "greedy 0.9")}
+    assert {(c, b) for t, c, b, s in seen if t == "hyper_cleaning"} == {(c, b) for c in ("loss_reduction",
+                                                                                          "noise_model")
+                                                                        for b in ("w/o HPO", "greedy 0.9")}
 
 
 def test_a_sweep_file_is_written_once_and_never_over_another(tmp_path, capsys):

@@ -42,7 +42,7 @@ def test_greedy_outer_steps_down_weight_corrupted_examples():
 def hyper_cleaning_task(monkeypatch, **flags):
     """The hyper-cleaning task on random 28x28 images (no dataset needed), in float64."""
     import tasks
-    from metagreedy import config
+    from harness import config
     from metagreedy.data.cleaning import CleaningData
     hc = tasks.load("hyper_cleaning")
     gen = keyed_generator(3)
@@ -69,8 +69,8 @@ def test_step_val_batch_of_the_whole_validation_set_is_plain_greedy(monkeypatch)
                                          ([], 10000)])
 def test_step_val_batch_larger_than_the_validation_set_is_refused_before_any_data(flags, limit):
     import tasks
-    from metagreedy import config
-    from metagreedy.config import UsageError
+    from harness import config
+    from harness.config import UsageError
     cfg = config.resolve(["--task", "hyper_cleaning", *flags, "--step-val-batch", str(limit + 1)])
     with pytest.raises(UsageError, match=f"at most the {limit} validation examples"):
         tasks.load("hyper_cleaning").check(cfg)
@@ -98,3 +98,45 @@ def test_fresh_inner_start_restarts_every_outer_step_from_w0_and_evaluates_w_T(m
     g1 = again.hypergradient(0, [0])[0]["alpha"]
     again.commit()
     torch.testing.assert_close(again.hypergradient(1, [0])[0]["alpha"], g1, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("method", ["greedy", "ift"])
+def test_summed_losses_are_mean_losses_with_the_inner_step_times_the_training_set(monkeypatch, method):
+    """The paper's sums: over the 20 training examples a sum takes the mean's steps with 20 times the
+    learning rate, and over the 30 validation examples it scales the hypergradient by 30."""
+    extra = {"method": method, "terms": 2} if method == "ift" else {}
+    summed = hyper_cleaning_task(monkeypatch, loss_reduction="sum", inner_lr=0.01, **extra)
+    mean = hyper_cleaning_task(monkeypatch, inner_lr=0.2, **extra)
+    (g_sum, m_sum, _), (g_mean, m_mean, _) = summed.hypergradient(0, [0]), mean.hypergradient(0, [0])
+    assert (g_sum["alpha"] - 30 * g_mean["alpha"]).norm() <= 1e-10 * g_sum["alpha"].norm()
+    assert m_sum["val_loss"] == pytest.approx(30 * m_mean["val_loss"], rel=1e-10)
+    assert m_sum["train_loss"] == pytest.approx(20 * m_mean["train_loss"], rel=1e-10)
+    for key in summed.trained():  # and the network evaluated is the same
+        torch.testing.assert_close(summed.trained()[key], mean.trained()[key], rtol=1e-10, atol=1e-12)
+
+
+def test_a_summed_validation_mini_batch_stands_for_the_whole_sets_sum(monkeypatch):
+    batch = hyper_cleaning_task(monkeypatch, loss_reduction="sum", val_batch=10, step_val_batch=5)
+    mean = hyper_cleaning_task(monkeypatch, val_batch=10, step_val_batch=5, inner_lr=2.0)
+    g_sum, g_mean = batch.hypergradient(0, [0])[0]["alpha"], mean.hypergradient(0, [0])[0]["alpha"]
+    assert (g_sum - 30 * g_mean).norm() <= 1e-10 * g_sum.norm()  # 30 examples in the validation set
+
+
+@pytest.mark.parametrize("model", ["other", "any"])
+def test_the_noise_model_reaches_the_data(monkeypatch, model):
+    import tasks
+    from harness import config
+    hc = tasks.load("hyper_cleaning")
+    asked = {}
+
+    class Asked(Exception):
+        pass
+
+    def make_cleaning_data(*args, **kwargs):
+        asked.update(kwargs)
+        raise Asked
+    monkeypatch.setattr(hc, "make_cleaning_data", make_cleaning_data)
+    with pytest.raises(Asked):
+        cfg = config.resolve(["--task", "hyper_cleaning", "--noise-model", model])
+        hc.Task(cfg, torch.device("cpu"), torch.float64)
+    assert asked["noise_model"] == model and asked["noise"] == 0.3

@@ -4,6 +4,7 @@ learns from the experiments, and the task protocol every task follows."""
 import glob
 import inspect
 import os
+import re
 
 import pytest
 import torch
@@ -11,8 +12,9 @@ import torch
 import metagreedy as mg
 import tasks
 import train
-from metagreedy import config
-from metagreedy.harness.config import UsageError
+from harness import config
+from harness.config import UsageError
+from harness.settings import DATA_ROOT
 
 TABLE = config.table(tasks)
 BY_NAME, SETTINGS = TABLE.by_name, TABLE.settings
@@ -216,11 +218,14 @@ def test_train_py_has_no_task_specific_branches():
         assert f'"{name}"' not in source and f"'{name}'" not in source, name
 
 
-@pytest.mark.parametrize("flags,want", [([], None), (["--neumann-lr", "0.01"], 0.01), (["--neumann-lr", "0"], None)])
+@pytest.mark.parametrize("flags,want", [([], 0.0), (["--neumann-lr", "0.01"], 0.01), (["--neumann-lr", "0"], 0.0)])
 def test_neumann_lr_reaches_ift_and_zero_means_the_inner_lr(flags, want):
-    from tasks.common import method_options
+    """The setting reaches IFT as it is; that 0 is the inner learning rate IFT alone decides
+    (tests/test_estimators.py), as the estimate below shows."""
+    from tasks.common import method_arguments
     cfg = config.resolve(["--task", "toy", "--method", "ift", "--terms", "3", *flags])
-    assert method_options(cfg) == ({"terms": 3} if want is None else {"terms": 3, "neumann_lr": want})
+    assert method_arguments(cfg, "ift") == {"method": "ift", "terms": 3, "neumann_lr": want}
+    assert method_arguments(cfg, "fo") == {"method": "fo"}  # another method of the task: its own defaults
 
 
 def test_neumann_lr_changes_the_ift_estimate_of_a_run():
@@ -239,26 +244,80 @@ def test_neumann_lr_changes_the_ift_estimate_of_a_run():
                                   ["--task", "toy", "--method", "ift", "--neumann-lr", "nan"],
                                   ["--task", "toy", "--method", "greedy", "--neumann-lr", "0.1"],
                                   ["--task", "toy", "--inner-start", "fresh"],
-                                  ["--task", "hyper_cleaning", "--inner-start", "sometimes"]])
+                                  ["--task", "hyper_cleaning", "--inner-start", "sometimes"],
+                                  ["--task", "toy", "--loss-reduction", "sum"],
+                                  ["--task", "long_horizon", "--loss-reduction", "sum"],
+                                  ["--loss-reduction", "max"],
+                                  ["--init", "random"],
+                                  ["--eval-queries", "running"],
+                                  ["--task", "hyper_cleaning", "--eval-queries", "inductive"],
+                                  ["--val-split", "writers"],
+                                  ["--task", "hyper_cleaning", "--val-split", "alphabets"],
+                                  ["--noise-model", "any"],
+                                  ["--task", "hyper_cleaning", "--noise-model", "same"]])
 def test_the_new_settings_refuse_what_cannot_apply(args):
     with pytest.raises(config.UsageError):
         config.resolve(args)
 
 
+LEVEL_SETTINGS = {"omniglot": {"loss_reduction": "mean", "eval_queries": "transductive", "val_split": "classes"},
+                  "hyper_cleaning": {"loss_reduction": "mean", "noise_model": "other"}}
+
+
+@pytest.mark.parametrize("task", sorted(LEVEL_SETTINGS))
+def test_a_config_stored_before_the_level_settings_reads_as_that_runs_behaviour(tmp_path, task):
+    """A run stored before --loss-reduction, --eval-queries, --val-split and --noise-model existed
+    (config.yaml without them) is read, as the campaign and --resume read it, with the behaviour it
+    had: the defaults, which are those earlier behaviours."""
+    from harness import files, rundir
+    cfg = resolve("--task", task)
+    assert {k: cfg.get(k) for k in LEVEL_SETTINGS[task]} == LEVEL_SETTINGS[task]
+    old = {k: v for k, v in cfg.to_dict().items() if k not in LEVEL_SETTINGS[task]}
+    rundir.write_yaml(str(tmp_path / "config.yaml"), {**old, "facts": {}})
+    stored = files.read_settings(str(tmp_path))  # not refused as damaged
+    assert config.stored_problem(config.upgrade({k: v for k, v in stored.items() if k != "facts"})) == ""
+    assert config.upgrade(old) == cfg.to_dict()
+    assert "lacks" in config.stored_problem({k: v for k, v in old.items() if k != "inner_steps"})  # others: not
+
+
 # ---- the table is the experiments': the harness names none ---------------------------------------------
 
 def test_the_harness_names_no_task_and_learns_the_settings_from_the_experiments():
-    harness = os.path.join(ROOT, "metagreedy", "harness")
-    for path in glob.glob(os.path.join(harness, "*.py")):
+    """No module of the harness names a task, or a setting a task declares (the settings of every
+    task are the harness's, COMMON, as is where the data is, DATA_ROOT; ``dataset`` is also the fact
+    every run records, the data it used, which its summary.json holds)."""
+    own = {s.name for s in config.COMMON} | {DATA_ROOT.name, "dataset"}
+    declared = {s.name for s in SETTINGS} - own
+    for path in glob.glob(os.path.join(ROOT, "harness", "**", "*.py"), recursive=True):
         with open(path) as fh:
             source = fh.read()
-        for name in tasks.NAMES:
-            assert f'"{name}"' not in source and f"'{name}'" not in source, (path, name)
+        for name in (*tasks.NAMES, *declared):
+            assert not re.search(rf"[\"']{name}[\"']|\b(cfg|config)\.{name}\b", source), (path, name)  # quoted, or read
     assert BY_NAME["task"].choices == tasks.NAMES and BY_NAME["task"].default == tasks.NAMES[0]
     assert BY_NAME["ways"].tasks == ("omniglot",) and BY_NAME["noise"].tasks == ("hyper_cleaning",)
     assert BY_NAME["n_train"].tasks == ("hyper_cleaning", "long_horizon")
     assert BY_NAME["dataset"].choices_for("toy") is None and "synthetic" in BY_NAME["dataset"].choices_for("omniglot")
     assert TABLE.defaults["long_horizon"]["n_train"] == 10000 and BY_NAME["n_train"].default == 1000
+
+
+def test_each_task_upgrades_its_own_stored_runs():
+    """A stored run without a setting added since is read as it behaved: the harness adds those of
+    every task, the task its own (hyper-cleaning's --inner-start: its first runs continued online);
+    a registry without that task upgrades the others all the same."""
+    cleaning = config.resolve(["--task", "hyper_cleaning", "--method", "ift"]).to_dict()
+    old = {k: v for k, v in cleaning.items() if k not in ("inner_start", "tf32", "neumann_lr")}
+    assert config.upgrade(old) == {**old, "tf32": None, "neumann_lr": 0.0, "inner_start": "continue"}
+    assert config.stored_problem(old) == ""
+    toy = {k: v for k, v in config.resolve(["--task", "toy"]).to_dict().items() if k != "tf32"}
+    with config.using(_Experiments(toy=tasks.load("toy"))):
+        assert config.upgrade(toy) == {**toy, "tf32": None} and config.stored_problem(toy) == ""
+        assert "unknown task" in config.stored_problem(old)
+
+
+def test_a_setting_that_requires_others_is_refused_without_them():
+    with pytest.raises(UsageError, match="--step-val-batch applies to --method greedy --variant eq6 only"):
+        config.validate(resolve("--method", "greedy", "--variant", "final", "--step-val-batch", "5"))
+    config.validate(resolve("--method", "greedy", "--variant", "final"))  # at its default it asks nothing
 
 
 class _Experiments:
@@ -277,7 +336,7 @@ def _task(*settings, defaults=None):
 
 
 def test_a_registry_handed_in_is_the_table_and_its_tasks_are_the_choices():
-    from metagreedy.harness.config import Setting, at_least
+    from harness.settings import Setting, at_least
     width = Setting("width", 8, "a width", check=at_least(1))
     table = config.table(_Experiments(a=_task(width), b=_task(Setting("width", 16, "a width", check=at_least(1)))))
     assert table.by_name["task"].choices == ("a", "b") and table.by_name["task"].default == "a"
@@ -290,7 +349,7 @@ def test_a_registry_handed_in_is_the_table_and_its_tasks_are_the_choices():
     "kind",  # nor declare a shared one as another type
 ])
 def test_conflicting_declarations_are_refused_when_the_table_is_built(second):
-    from metagreedy.harness.config import Setting
+    from harness.settings import Setting
     other = Setting("seed", 0, "mine") if second == "common" else Setting("width", 8.0, "a width")
     with pytest.raises(TypeError):
         config.table(_Experiments(a=_task(Setting("width", 8, "a width")), b=_task(other)))

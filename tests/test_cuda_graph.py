@@ -11,8 +11,9 @@ import torch
 
 import tasks
 import train
-from metagreedy import config, estimators
-from metagreedy.config import UsageError
+from harness import config
+from metagreedy import estimators
+from harness.config import UsageError
 from metagreedy.cuda_graph import Replay
 from metagreedy.data import get_tasksets
 from metagreedy.optim import OPTIMIZERS
@@ -20,7 +21,8 @@ from metagreedy.optim import OPTIMIZERS
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 OPTIONS = {"greedy": ["--gamma", "0.9"], "t1t2": [], "full": [], "fo": [], "ift": ["--terms", "2"],
            "truncated": ["--k", "2"]}
-VARIANTS = {"": [], "learned init": ["--init", "learned"], "step val batch": ["--step-val-batch", "3"]}
+VARIANTS = {"": [], "learned init": ["--init", "learned"], "step val batch": ["--step-val-batch", "3"],
+            "fresh init": ["--init", "fresh"], "summed losses": ["--loss-reduction", "sum"]}
 
 
 def make_task(tasksets, loop, method, device, meta_batch=4, extra=()):
@@ -66,9 +68,25 @@ def test_replay_refuses_cpu_inputs():
         Replay(lambda x: x * 2)(torch.ones(3))
 
 
+@pytest.mark.parametrize("variant", ["", "fresh init"])
+def test_the_graph_path_hands_the_captured_function_every_input_it_reads(small_tasksets, variant):
+    """What a CPU can check of --loop graph: the replayed function gets the episodes and, with
+    --init fresh, the tasks' starts as its inputs (a graph replays only what it is handed), so an
+    eager stand-in for the replay gives the batched path's hypergradients."""
+    eager = make_task(small_tasksets, "batched", "greedy", torch.device("cpu"), extra=VARIANTS[variant])
+    graph = make_task(small_tasksets, "batched", "greedy", torch.device("cpu"), extra=VARIANTS[variant])
+    handed = []
+    graph.replay = lambda *inputs: handed.append(len(inputs)) or graph.batched_estimate_on(*inputs)
+    got, want = graph.hypergradient(2, list(range(4)))[0], eager.hypergradient(2, list(range(4)))[0]
+    assert handed == [4 + (5 if variant else 0)]  # the episodes' four tensors, then the five adapted layers'
+    for name in want:
+        assert torch.equal(got[name], want[name])
+
+
 @cuda
 @pytest.mark.parametrize("method,variant", [(m, "") for m in sorted(OPTIONS)] +
-                         [("greedy", "learned init"), ("full", "learned init"), ("greedy", "step val batch")])
+                         [("greedy", "learned init"), ("full", "learned init"), ("greedy", "step val batch"),
+                          ("greedy", "fresh init"), ("full", "fresh init"), ("greedy", "summed losses")])
 def test_graph_replays_equal_the_batched_path_in_float64(small_tasksets, method, variant):
     """The first call captures, the next ones copy new episodes in and replay; every one equals the
     eager batched hypergradient, also after the hyperparameters have changed in place."""

@@ -9,6 +9,7 @@ import torch
 from metagreedy.data import DataError, FewShotTasks, cache, get_tasksets, synthetic, synthetic_alphabet
 from metagreedy.data import omniglot as omniglot_module
 from metagreedy.data.cleaning import corrupt
+from metagreedy.data import fewshot
 from metagreedy.data.fewshot import split_classes
 from metagreedy.rng import keyed_generator
 
@@ -117,6 +118,75 @@ def test_synthetic_tasksets_split_like_omniglot():
     assert not set(train.base.tolist()) & set(val.base.tolist())
     alphabet = synthetic_alphabet(70)  # background: its first 50 classes; evaluation: the last 20
     assert torch.equal(train.images, alphabet[:50]) and torch.equal(test.images, alphabet[50:])
+
+
+def test_alphabets_group_the_classes_as_omniglots_background_alphabets():
+    assert fewshot.grouped(964).bincount().tolist() == list(fewshot.BACKGROUND_ALPHABETS)
+    for n in (20, 40, 100, 2000):  # scaled: consecutive classes, no empty alphabet, at most 30
+        groups = fewshot.grouped(n)
+        assert len(groups) == n and (groups.diff() >= 0).all() and (groups.bincount() > 0).all()
+        assert groups.max() + 1 <= min(n, 30) and (n < 100 or groups.max() + 1 == 30)
+    assert fewshot.alphabets_of(["B/c1", "B/c2", "A/c1", "C/c9", "C/c3"]).tolist() == [0, 0, 1, 2, 2]
+
+
+@pytest.mark.skipif(not HAVE_OMNIGLOT, reason="real Omniglot not found (METAGREEDY_TEST_DATA or ./data)")
+def test_real_background_alphabets_are_read_from_the_folders_and_are_the_known_sizes(monkeypatch):
+    """The loader's names (sorted 'Alphabet/character', listed here without decoding a drawing) give
+    the alphabet of each class; they are the sizes split_sizes knows before any image is read."""
+    folder = os.path.join(SHARED, "omniglot-py", "images_background")
+    names = sorted(f"{a}/{c}" for a in os.listdir(folder) for c in os.listdir(os.path.join(folder, a)))
+    monkeypatch.setattr(fewshot, "load_omniglot", lambda root, background: (None, names))
+    groups = fewshot.background_alphabets("omniglot", SHARED)
+    assert groups.bincount().tolist() == list(fewshot.BACKGROUND_ALPHABETS)
+    assert torch.equal(groups, fewshot.grouped(964))
+
+
+def test_an_alphabet_split_holds_out_whole_alphabets_near_the_fraction_and_is_stable():
+    groups = fewshot.grouped(964)
+    train, val = fewshot.split_alphabets(groups, 0.2)
+    assert sorted(train.tolist() + val.tolist()) == list(range(964))
+    assert not set(groups[train].tolist()) & set(groups[val].tolist())  # no alphabet on both sides
+    assert abs(len(val) - 193) <= max(fewshot.BACKGROUND_ALPHABETS) / 2 and len(val) == 201
+    assert torch.equal(val, fewshot.split_alphabets(groups, 0.2)[1])
+    assert not torch.equal(val, fewshot.split_alphabets(groups, 0.2, split_seed=1)[1])
+    assert fewshot.split_sizes(0.2, val_split="alphabets") == {"meta-train": 763, "meta-validation": 201,
+                                                               "meta-test": 659}
+    assert fewshot.split_sizes(0.2) == {"meta-train": 771, "meta-validation": 193, "meta-test": 659}
+    with pytest.raises(ValueError, match="at least two"):
+        fewshot.split_alphabets(torch.zeros(10, dtype=torch.long), 0.2)
+    with pytest.raises(ValueError, match="alphabet of each"):
+        fewshot.make_tasksets(synthetic_alphabet(20), synthetic_alphabet(10), 3, 1, 2, val_split="alphabets")
+    with pytest.raises(ValueError, match="val_split must be"):
+        fewshot.make_tasksets(synthetic_alphabet(20), synthetic_alphabet(10), 3, 1, 2, val_split="writers")
+
+
+def test_synthetic_tasksets_hold_out_alphabets_when_asked():
+    train, val, test = get_tasksets("synthetic", 5, 1, 2, synthetic_classes=(100, 20), val_split="alphabets")
+    groups = fewshot.grouped(100)
+    assert not set(groups[train.base].tolist()) & set(groups[val.base].tolist())
+    assert sorted(train.base.tolist() + val.base.tolist()) == list(range(100))
+    sizes = fewshot.split_sizes(0.2, classes=(100, 20), val_split="alphabets")
+    assert (train.n_classes, val.n_classes, test.n_classes) == (sizes["meta-train"], sizes["meta-validation"], 20)
+    by_class = get_tasksets("synthetic", 5, 1, 2, synthetic_classes=(100, 20))[1]
+    assert set(groups[by_class.base].tolist()) & set(groups[train.base].tolist())  # the default shares alphabets
+
+
+@pytest.mark.parametrize("model,wrong", [("other", 1.0), ("any", 0.9)])
+def test_both_noise_models_realise_their_expected_rates(model, wrong):
+    """other: every corrupted label is another class (rate p); any: a class drawn from all ten, so a
+    tenth of the draws give back the true label, which is then not corrupted (rate 0.9 p)."""
+    n, p = 50000, 0.3
+    labels = torch.randint(10, (n,), generator=keyed_generator(1))
+    noisy, mask = corrupt(labels, p, 10, keyed_generator(2), model)
+    expected = p * wrong
+    assert abs(mask.double().mean().item() - expected) < 4 * (expected * (1 - expected) / n) ** 0.5
+    assert torch.equal(mask, noisy != labels)  # the mask marks exactly the wrong labels
+    again = corrupt(labels, p, 10, keyed_generator(2), model)
+    assert torch.equal(again[0], noisy) and torch.equal(again[1], mask)
+    counts = ((noisy[mask] - labels[mask]) % 10).bincount(minlength=10)  # wrong labels spread over the 9 others
+    assert counts[0] == 0 and (counts[1:] > 0.8 * mask.sum() / 9).all()
+    with pytest.raises(ValueError, match="model must be"):
+        corrupt(labels, p, 10, keyed_generator(2), "some")
 
 
 def test_corruption_rate_determinism_and_always_wrong():

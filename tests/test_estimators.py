@@ -153,6 +153,25 @@ def test_ift_converges_on_ridge_as_terms_grow():
     assert errors[-1] < 1e-10, errors
 
 
+def test_ift_alone_decides_its_default_step_the_inner_learning_rate():
+    """``neumann_lr`` None (IFT's default) and 0 (the settings' default) are the inner optimizer's
+    learning rate, read by IFT from the optimizer itself (hypergradient passes no step of its own:
+    an optimizer object's rate counts, not ``lr``); any other step is taken as given."""
+    problem = quadratic(torch.Generator().manual_seed(5))
+
+    def grad(**options):
+        return flat(run(problem, "ift", 4, **{"lr": 0.05, "momentum": 0.9, "terms": 3, **options}).grad)
+
+    default = grad()
+    assert torch.equal(grad(neumann_lr=0.0), default) and torch.equal(grad(neumann_lr=0.05), default)
+    assert torch.equal(grad(optimizer=mg.sgd(0.05, 0.9), lr=0.3), default)
+    assert not torch.allclose(grad(neumann_lr=0.01), default)
+    with pytest.raises(ValueError, match="neumann_lr"):
+        grad(neumann_lr=-0.1)
+    with pytest.raises(ValueError, match="pass neumann_lr"):  # a learned lr has no value to default to
+        run(problem, "ift", 2, lr=lambda a: 0.1, terms=1)
+
+
 # ---- learning rate as a hyperparameter --------------------------------------------------------------
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])

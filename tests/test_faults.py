@@ -4,8 +4,8 @@ import os
 import pytest
 
 import train
-from metagreedy.harness import checkpoint, faults
-from metagreedy.harness.config import UsageError
+from harness import checkpoint, faults
+from harness.config import UsageError
 
 TOY = ["--task", "toy", "--outer-steps", "6", "--checkpoint-every", "2", "--no-progress", "--wandb", "disabled"]
 

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 import train
-from metagreedy import checkpoint, files, rundir
+from harness import checkpoint, files, rundir
 from test_runs import snapshot  # every file of a run directory but its lock, as bytes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -210,7 +210,7 @@ def test_a_garbled_torchrun_variable_is_one_line(tmp_path, capsys, monkeypatch, 
 
 
 def test_a_garbled_wandb_address_falls_back_to_offline(monkeypatch):
-    from metagreedy import runlog
+    from harness import runlog
     monkeypatch.setenv("WANDB_BASE_URL", "http://host:port")
     assert runlog._server_unreachable(timeout=0.1) == "WANDB_BASE_URL is not a URL"
 

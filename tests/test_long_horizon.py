@@ -8,8 +8,8 @@ import torch
 
 import tasks
 import train
-from metagreedy import config
-from metagreedy.config import UsageError
+from harness import config
+from harness.config import UsageError
 from metagreedy.data.digits import make_splits, synthetic_digits
 
 TINY = ["--task", "long_horizon", "--dataset", "synthetic", "--n-train", "60", "--n-val", "20", "--hidden", "6",
@@ -46,7 +46,8 @@ def test_hypergradient_is_the_derivative_of_the_validation_loss(method):
 
     def val_at(alpha):
         import metagreedy as mg
-        w = mg.inner_loop(task.train_loss(batches), task.w0, alpha, **task._kwargs())
+        from tasks.common import inner_arguments
+        w = mg.inner_loop(task.train_loss(batches), task.w0, alpha, **inner_arguments(task.cfg, lr=task.lr))
         return task.val_loss(w, alpha).item()
 
     for name, value in task.hparams.items():

@@ -6,7 +6,7 @@ from torch import nn
 
 import metagreedy as mg
 from metagreedy import nn as mgnn
-from metagreedy.higher_loop import higher_forward, higher_sgd, innerloop_full
+from metagreedy.integrations.higher import higher_forward, higher_sgd, innerloop_full
 
 OPTIONS = {"greedy": {"gamma": 0.9}, "ift": {"terms": 2}, "truncated": {"k": 2}}
 

@@ -11,7 +11,7 @@ import yaml
 
 import tasks
 import train
-from metagreedy import checkpoint, rundir
+from harness import checkpoint, rundir
 from metagreedy.data import synthetic_alphabet
 
 TOY = ["--task", "toy", "--outer-steps", "30", "--checkpoint-every", "7", "--no-progress", "--wandb", "disabled"]
@@ -364,7 +364,7 @@ def test_a_full_disk_is_one_line_and_loses_nothing(tmp_path, monkeypatch, capsys
 
 
 def test_a_full_disk_while_logging_metrics_loses_nothing(tmp_path, monkeypatch, capsys, reference):
-    from metagreedy import runlog
+    from harness import runlog
     real_log = runlog.RunLog.log
 
     class Full:
@@ -461,3 +461,42 @@ def test_a_checkpoint_stored_before_a_setting_existed_resumes_with_its_earlier_b
     assert checkpoint.load(part)["config"]["tf32"] is None
     assert train.main(["--resume", part, "--outer-steps", "14"]) == 0
     assert torch.equal(checkpoint.load(part)["hparams"]["alpha"], checkpoint.load(whole)["hparams"]["alpha"])
+
+
+LEVELS = ["--init", "fresh", "--loss-reduction", "sum", "--eval-queries", "inductive", "--val-split", "alphabets"]
+
+
+def test_omniglot_with_the_level_settings_stopped_during_an_evaluation_resumes_bit_identical(
+        tmp_path, monkeypatch, small_omniglot, reference):
+    """A fresh start per task (keyed by the task), summed losses, inductive evaluation and an alphabet
+    split are functions of the settings alone: a resumed run repeats them exactly."""
+    ref = reference(FEWSHOT + LEVELS)
+    path = str(tmp_path / "run")
+    monkeypatch.setenv("METAGREEDY_FAULT", "sigterm:evaluate@3")
+    assert train.main(FEWSHOT + LEVELS + ["--run-dir", path]) == 130
+    monkeypatch.delenv("METAGREEDY_FAULT")
+    assert train.main(["--resume", path]) == 0
+    assert_same_run(path, ref)
+    assert rows(ref) != rows(reference(FEWSHOT))  # the settings took effect
+
+
+def test_an_omniglot_checkpoint_stored_before_the_level_settings_resumes_as_it_ran(tmp_path, small_omniglot,
+                                                                                 reference):
+    """A run stored without --loss-reduction, --eval-queries and --val-split (checkpoint and config.yaml)
+    reads as their earlier behaviour and resumes to the end of a run never interrupted."""
+    whole = reference(FEWSHOT)
+    part = str(tmp_path / "part")
+    assert train.main(FEWSHOT + ["--run-dir", part, "--outer-steps", "4"]) == 0
+    payload = torch.load(os.path.join(part, checkpoint.LATEST), weights_only=True)
+    with open(os.path.join(part, "config.yaml")) as fh:
+        stored = yaml.safe_load(fh)
+    for values in (payload["config"], stored):
+        for name in ("loss_reduction", "eval_queries", "val_split"):
+            del values[name]
+    torch.save(payload, os.path.join(part, checkpoint.LATEST))
+    rundir.write_yaml(os.path.join(part, "config.yaml"), stored)
+    assert checkpoint.load(part)["config"]["val_split"] == "classes"
+    assert train.main(["--resume", part, "--outer-steps", "6"]) == 0
+    for name, value in checkpoint.load(whole)["hparams"].items():
+        assert torch.equal(checkpoint.load(part)["hparams"][name], value), name
+    assert summary(part) == summary(whole)

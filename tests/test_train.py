@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import train
-from metagreedy import checkpoint
+from harness import checkpoint
 from paths import REAL_DATA as SHARED
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -278,7 +278,7 @@ def test_wandb_failure_never_stops_training(tmp_path, monkeypatch, capsys):
 
 
 def test_wandb_failing_mid_run(tmp_path, monkeypatch, capsys):
-    from metagreedy import runlog
+    from harness import runlog
     real_log = runlog.RunLog.log
 
     def flaky(self, metrics, step):
@@ -296,7 +296,7 @@ def test_wandb_failing_mid_run(tmp_path, monkeypatch, capsys):
 def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     import errno
 
-    from metagreedy.rundir import WriteError
+    from harness.rundir import WriteError
     run_dir = str(tmp_path / "r")
     assert train.main(TOY + ["--run-dir", run_dir, "--wandb", "disabled"]) == 0
     before = (tmp_path / "r" / "checkpoint.pt").read_bytes()

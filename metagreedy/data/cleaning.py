@@ -9,16 +9,16 @@ import torch
 from torch import Tensor
 
 from ..rng import keyed_generator
-from .common import DataError, real_download_bar
+from .common import DataError
 
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 SPLIT_SIZES = {"train": 60000, "test": 10000}  # both datasets; checked when the files are read
+NOISE_MODELS = ("other", "any")  # what a corrupted label becomes: see corrupt()
 
 
 def load_split(name: str, root: str, train: bool) -> tuple[Tensor, Tensor]:
     """``(images float [N, 1, 28, 28] in [0, 1], labels long [N])`` through torchvision, downloading
     when the files are missing and the network allows."""
-    real_download_bar()
     import torchvision
 
     if name not in DATASETS:
@@ -52,14 +52,26 @@ def load_split(name: str, root: str, train: bool) -> tuple[Tensor, Tensor]:
     return ds.data.unsqueeze(1).float().div_(255), ds.targets.long()
 
 
-def corrupt(labels: Tensor, p: float, classes: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+def corrupt(labels: Tensor, p: float, classes: int, gen: torch.Generator,
+            model: str = "other") -> tuple[Tensor, Tensor]:
     """``(noisy labels, corrupted mask)``: each label is corrupted with probability ``p`` and then
-    replaced by a class drawn uniformly from the *other* ``classes - 1`` classes, so a corrupted
-    example always carries a wrong label and the realised noise rate is ``p`` in expectation."""
-    mask = torch.rand(labels.shape, generator=gen) < p
-    offset = torch.randint(1, classes, labels.shape, generator=gen)
-    noisy = torch.where(mask, (labels + offset) % classes, labels)
-    return noisy, mask
+    replaced by a class drawn uniformly from
+
+    - ``other``: the *other* ``classes - 1`` classes, so a corrupted example always carries a wrong
+      label and the realised noise rate is ``p`` in expectation;
+    - ``any``: all ``classes`` classes, the true one included ("a random class", the method paper's
+      words), so the realised noise rate is ``p (classes - 1) / classes`` in expectation.
+
+    The mask marks the labels that are wrong, the examples a perfect cleaner would drop: under
+    ``any`` a label redrawn as itself is clean (the oracle keeps it, detection need not flag it)."""
+    if model not in NOISE_MODELS:
+        raise ValueError(f"model must be one of {NOISE_MODELS}, got {model!r}")
+    redrawn = torch.rand(labels.shape, generator=gen) < p
+    if model == "other":
+        offset = torch.randint(1, classes, labels.shape, generator=gen)
+        return torch.where(redrawn, (labels + offset) % classes, labels), redrawn
+    noisy = torch.where(redrawn, torch.randint(0, classes, labels.shape, generator=gen), labels)
+    return noisy, noisy != labels
 
 
 class CleaningData(NamedTuple):
@@ -74,16 +86,17 @@ class CleaningData(NamedTuple):
 
 
 def make_cleaning_data(name: str, root: str, *, noise: float, seed: int, n_train: int = 1000,
-                       protocol: str = "paper", n_val: int = 10000) -> CleaningData:
-    """``n_train`` training examples drawn at random with noisy labels. Protocol ``paper``: the whole
-    test split is the (clean) validation set and the test set. ``heldout``: ``n_val`` clean
-    validation examples from the training split, disjoint from the training examples; test split untouched."""
+                       protocol: str = "paper", n_val: int = 10000, noise_model: str = "other") -> CleaningData:
+    """``n_train`` training examples drawn at random with noisy labels (:func:`corrupt`'s
+    ``noise_model``). Protocol ``paper``: the whole test split is the (clean) validation set and the
+    test set. ``heldout``: ``n_val`` clean validation examples from the training split, disjoint from
+    the training examples; test split untouched."""
     x, y = load_split(name, root, train=True)
     x_test, y_test = load_split(name, root, train=False)
     gen = keyed_generator(seed, 0xC1EA)
     perm = torch.randperm(len(y), generator=gen)
     train_idx = perm[:n_train]
-    noisy, mask = corrupt(y[train_idx], noise, 10, gen)
+    noisy, mask = corrupt(y[train_idx], noise, 10, gen, noise_model)
     if protocol == "paper":
         x_val, y_val = x_test, y_test
     elif protocol == "heldout":

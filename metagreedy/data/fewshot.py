@@ -93,6 +93,10 @@ class FewShotTasks:
 
 
 OMNIGLOT_CLASSES = (964, 659)  # characters of the background and evaluation alphabets (the synthetic one's too)
+# characters of each of Omniglot's 30 background alphabets, in the loader's order (sorted by path)
+BACKGROUND_ALPHABETS = (20, 29, 26, 41, 40, 24, 46, 14, 26, 34, 33, 22, 26, 43, 24, 48, 22, 16, 52, 47, 40, 26, 40,
+                        41, 33, 14, 42, 23, 17, 55)
+VAL_SPLITS = ("classes", "alphabets")  # how meta-validation is held out of the background classes
 
 
 def _held_out(n: int, val_fraction: float) -> int:
@@ -106,9 +110,66 @@ def split_classes(n: int, val_fraction: float, split_seed: int = 0) -> tuple[Ten
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
-def split_sizes(val_fraction: float, rotations: bool = False, classes: tuple[int, int] = OMNIGLOT_CLASSES) -> dict:
-    """Classes of each split of :func:`get_tasksets`, known before any image is read."""
-    n_val, k = _held_out(classes[0], val_fraction), 4 if rotations else 1
+def grouped(n: int, sizes: tuple = BACKGROUND_ALPHABETS) -> Tensor:
+    """The alphabet of each of ``n`` classes grouped as Omniglot's background alphabets, scaled to
+    ``n``: consecutive classes, alphabet k ending at class round(n * (the first k alphabets' share of
+    the characters)). At n = 964 these are the background alphabets themselves; fewer than 30 classes
+    make fewer alphabets (the empty ones are dropped). The synthetic alphabet's grouping."""
+    total, ends, cumulative = sum(sizes), [], 0
+    for size in sizes:
+        cumulative += size
+        ends.append((cumulative * n + total // 2) // total)  # integers: no float round-off
+    alphabet = torch.searchsorted(torch.tensor(ends), torch.arange(n), right=True)
+    return torch.unique(alphabet, return_inverse=True)[1]
+
+
+def alphabets_of(names: list[str]) -> Tensor:
+    """The alphabet index of each class from its ``Alphabet/character`` name, alphabets numbered in
+    order of first appearance."""
+    index: dict[str, int] = {}
+    return torch.tensor([index.setdefault(name.split("/")[0], len(index)) for name in names], dtype=torch.long)
+
+
+def split_alphabets(alphabets: Tensor, val_fraction: float, split_seed: int = 0) -> tuple[Tensor, Tensor]:
+    """(train, validation) class indices with whole alphabets held out (``alphabets``: the alphabet of
+    each class), so that no validation class shares an alphabet with a training one. The alphabets
+    are taken in a fixed random order (a generator keyed by the split seed and the sizes), as many as
+    bring the held-out classes closest to ``val_fraction`` of them: at least one, never all."""
+    alphabets = torch.as_tensor(alphabets, dtype=torch.long)
+    n, groups = len(alphabets), int(alphabets.max()) + 1 if len(alphabets) else 0
+    sizes = torch.bincount(alphabets, minlength=groups)
+    if int((sizes > 0).sum()) < 2:
+        raise ValueError("holding out whole alphabets needs classes of at least two alphabets")
+    order = torch.randperm(groups, generator=keyed_generator(split_seed, n, groups, 0xA1FA))
+    order = order[sizes[order] > 0]
+    counts = sizes[order].cumsum(0)[:-1]  # held out by the first 1, 2, ... alphabets, all but the last
+    k = int((counts - _held_out(n, val_fraction)).abs().argmin()) + 1  # the first of equals: fewer alphabets
+    held = torch.isin(alphabets, order[:k])
+    return (~held).nonzero().flatten(), held.nonzero().flatten()
+
+
+def split_background(n: int, val_fraction: float, val_split: str = "classes", alphabets: Optional[Tensor] = None):
+    """(train, validation) classes of ``n`` background classes: ``classes`` holds out a fixed random
+    ``val_fraction`` of them (the paper's 20%, drawn by class, so validation characters share
+    alphabets with training ones); ``alphabets`` holds out whole alphabets (``alphabets``: the
+    alphabet of each class), about ``val_fraction`` of the classes."""
+    if val_split == "classes":
+        return split_classes(n, val_fraction)
+    if val_split != "alphabets":
+        raise ValueError(f"val_split must be one of {VAL_SPLITS}, got {val_split!r}")
+    if alphabets is None or len(alphabets) != n:
+        raise ValueError(f"val_split='alphabets' needs the alphabet of each of the {n} background classes "
+                         f"(alphabets=), got {'none' if alphabets is None else len(alphabets)}")
+    return split_alphabets(alphabets, val_fraction)
+
+
+def split_sizes(val_fraction: float, rotations: bool = False, classes: tuple[int, int] = OMNIGLOT_CLASSES,
+                val_split: str = "classes") -> dict:
+    """Classes of each split of :func:`get_tasksets`, known before any image is read (for
+    ``alphabets``, Omniglot's background alphabets, as :func:`grouped` gives them)."""
+    k = 4 if rotations else 1
+    alphabets = grouped(classes[0]) if val_split == "alphabets" else None
+    n_val = len(split_background(classes[0], val_fraction, val_split, alphabets)[1])
     return {"meta-train": (classes[0] - n_val) * k, "meta-validation": n_val * k, "meta-test": classes[1] * k}
 
 
@@ -123,11 +184,24 @@ def load_alphabets(name: str, root: str = "./data", synthetic_classes: tuple[int
     raise ValueError(f"unknown task set {name!r}; choose 'omniglot' or 'synthetic'")
 
 
+def background_alphabets(name: str, root: str = "./data", classes: int = OMNIGLOT_CLASSES[0]) -> Tensor:
+    """The alphabet of each background class: read from Omniglot's folders under ``root``
+    (``Alphabet/character``), or for the ``classes`` classes of the synthetic alphabet the fixed
+    grouping of :func:`grouped` (Omniglot's alphabet sizes)."""
+    if name == "omniglot":
+        return alphabets_of(load_omniglot(root, background=True)[1])
+    if name == "synthetic":
+        return grouped(classes)
+    raise ValueError(f"unknown task set {name!r}; choose 'omniglot' or 'synthetic'")
+
+
 def make_tasksets(background: Tensor, evaluation: Tensor, ways: int, shots: int, queries: int, *, seed: int = 0,
                   eval_seed: int = 12345, val_fraction: float = 0.2, rotations: bool = False,
-                  num_tasks: int = -1, eval_tasks: int = -1):
-    """``(train, validation, test)`` task sets over loaded alphabets (see :func:`get_tasksets`)."""
-    train_classes, val_classes = split_classes(background.shape[0], val_fraction)
+                  num_tasks: int = -1, eval_tasks: int = -1, val_split: str = "classes",
+                  alphabets: Optional[Tensor] = None):
+    """``(train, validation, test)`` task sets over loaded alphabets (see :func:`get_tasksets`);
+    ``alphabets``: the alphabet of each background class, which ``val_split="alphabets"`` needs."""
+    train_classes, val_classes = split_background(background.shape[0], val_fraction, val_split, alphabets)
     common = dict(ways=ways, shots=shots, queries=queries, rotations=rotations)
     return (FewShotTasks(background, seed=seed, num_tasks=num_tasks, classes=train_classes, name="meta-train",
                          **common),
@@ -138,15 +212,21 @@ def make_tasksets(background: Tensor, evaluation: Tensor, ways: int, shots: int,
 
 def get_tasksets(name: str, ways: int, shots: int, queries: int, *, root: str = "./data", seed: int = 0,
                  eval_seed: int = 12345, val_fraction: float = 0.2, rotations: bool = False,
-                 num_tasks: int = -1, eval_tasks: int = -1, synthetic_classes: tuple[int, int] = OMNIGLOT_CLASSES):
+                 num_tasks: int = -1, eval_tasks: int = -1, synthetic_classes: tuple[int, int] = OMNIGLOT_CLASSES,
+                 val_split: str = "classes"):
     """``(train, validation, test)`` task sets, as learn2learn's ``get_tasksets`` returns them.
 
     ``name`` is ``"omniglot"`` (background alphabets -> meta-train and meta-validation, evaluation
     alphabets -> meta-test) or ``"synthetic"`` (the built-in alphabet, split the same way).
+    ``val_split``: ``"classes"`` holds out ``val_fraction`` of the background classes at random (the
+    paper's), ``"alphabets"`` whole background alphabets (about ``val_fraction`` of the classes), so
+    that no validation character shares an alphabet with a training one.
     Validation and test tasks use ``eval_seed``, so every run is scored on the same tasks."""
     background, evaluation = load_alphabets(name, root, synthetic_classes)
+    alphabets = background_alphabets(name, root, background.shape[0]) if val_split == "alphabets" else None
     return make_tasksets(background, evaluation, ways, shots, queries, seed=seed, eval_seed=eval_seed,
-                         val_fraction=val_fraction, rotations=rotations, num_tasks=num_tasks, eval_tasks=eval_tasks)
+                         val_fraction=val_fraction, rotations=rotations, num_tasks=num_tasks, eval_tasks=eval_tasks,
+                         val_split=val_split, alphabets=alphabets)
 
 
 class Learn2LearnTasks:

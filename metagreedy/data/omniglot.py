@@ -11,7 +11,7 @@ import socket
 
 import torch
 
-from .common import DRAWINGS, IMAGE_SIZE, DataError, real_download_bar
+from .common import DRAWINGS, IMAGE_SIZE, DataError
 from .cache import cached
 HOW_TO_GET = ("get Omniglot with `python -c \"import torchvision; torchvision.datasets.Omniglot('{root}', "
               "download=True)\"` on a machine with internet (or copy omniglot-py/images_background and "
@@ -19,7 +19,6 @@ HOW_TO_GET = ("get Omniglot with `python -c \"import torchvision; torchvision.da
 
 
 def _torchvision_omniglot():
-    real_download_bar()
     import torchvision
 
     class OmniglotFolders(torchvision.datasets.Omniglot):
@@ -66,7 +65,7 @@ def preprocess(image, size: int = IMAGE_SIZE) -> torch.Tensor:
     """An Omniglot drawing (a PIL image, or the path of a PNG) as the networks take it: float32
     [1, size, size] in [0, 1] with ink = 1. It is the loader's transform followed by the task
     samplers' scaling, so a drawing preprocessed here equals, bit for bit, that drawing in an
-    episode; use it to classify your own images with ``metagreedy.load_run(...).predict``."""
+    episode; use it to classify your own images with a trained run's ``predict``."""
     from PIL import Image
     if isinstance(image, (str, os.PathLike)):
         with Image.open(image) as opened:

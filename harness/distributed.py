@@ -12,7 +12,7 @@ def _count(name: str, default: str) -> int:
     """A count torchrun puts in the environment; a garbled one is refused in one line."""
     text = os.environ.get(name, default).strip()
     if not (text.isascii() and text.isdigit() and len(text) < 7):
-        from .config import UsageError, brief
+        from .settings import UsageError, brief
         raise UsageError(f"{name}={brief(text)} is not a process count (torchrun sets it); unset it for one process")
     return int(text)
 

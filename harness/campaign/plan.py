@@ -16,8 +16,8 @@ import re
 import shlex
 
 from .. import files
-from ..config import one_line
 from ..rundir import link_in
+from ..settings import one_line
 
 EVAL_KEYS = ("meta_val_acc", "val_acc", "test_acc")
 MAX_CELLS = 10_000  # a plan's grid; the largest real one has a few hundred cells
@@ -186,18 +186,15 @@ def _expand(path: str, data: dict, name: str, text: str) -> Plan:
 @functools.lru_cache(maxsize=None)
 def resolved(args: tuple, root: str | None = None):
     """The train.py config of a cell's flags (task, outer steps, ...), as train.py would resolve it
-    in the checkout ``root`` (default: the working directory)."""
+    in the checkout ``root`` (default: the working directory): the plans' paths (configs/...) are
+    relative to it, as in train.py's runs."""
     from .. import config
-    cwd = os.getcwd()
-    os.chdir(root or cwd)  # the plans' paths (configs/...) are relative to the checkout, as in train.py's runs
     try:
-        cfg = config.resolve(list(args))
+        cfg = config.resolve(list(args), root)
         config.validate(cfg)
         return cfg
     except config.UsageError as e:
         raise PlanError(f"train.py {' '.join(args)}: {e}") from None
-    finally:
-        os.chdir(cwd)
 
 
 def plans_in(out: str, given: list[str] | None) -> list[Plan]:
@@ -239,7 +236,7 @@ def checkpoint_of(cell_dir: str):
 
 
 def read_cell(d: str) -> dict:
-    """Every file of a cell's directory, checked (metagreedy.harness.files), and that they are of one run:
+    """Every file of a cell's directory, checked (harness.files), and that they are of one run:
     FileDamaged or CheckpointError otherwise."""
     from ..checkpoint import CheckpointError
     found = {"record": read_record(d), "summary": files.read_summary(d), "settings": files.read_settings(d),

@@ -1,8 +1,9 @@
 """Experiment settings, each declared once: name, default, choices, help, the tasks it applies to.
 
 The settings of every task are :data:`COMMON`, here; a task declares its own in its module
-(``SETTINGS``), and the harness learns them from the registry of experiments it is handed
-(:mod:`metagreedy.harness.registry`): it knows no task by name. Precedence: a setting's default < its
+(``SETTINGS``, in the language of :mod:`harness.settings`), and the table learns them from the
+experiments, the checkout's ``tasks`` package (or a registry of the same kind passed to
+:func:`using`): it names no task and no setting of one. Precedence: a setting's default < its
 task's ``DEFAULTS`` (only what differs for that task) < ``--config FILE`` < command-line flags. A run
 holds the settings of its task (and the options of its method) only; a setting of another task, or an
 option of another method, is an error that names where it applies. ``python train.py --help`` is
@@ -11,87 +12,20 @@ generated from the table.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import contextvars
 import dataclasses
-import math
 import os
-import reprlib
 import sys
-from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple, Optional
 
-from ..estimators import METHODS
-from .errors import UsageError  # noqa: F401  (the harness's error, imported from here too)
+from metagreedy.estimators import METHODS
 
+import tasks
+
+from .settings import AUTO, NON_NEGATIVE, POSITIVE, SEED, Setting, UsageError, at_least, brief, in_range, path_text
 
 METHOD_NAMES = tuple(METHODS)  # the estimators' registry, metagreedy.METHODS
-AUTO = "auto"
-
-def brief(value: Any, limit: int = 60) -> str:
-    """A bounded ``repr`` for error messages: never expands a huge or deeply nested value (a path
-    may be given a larger ``limit``)."""
-    short = reprlib.Repr()
-    short.maxstring, short.maxother, short.maxlevel, short.maxdict, short.maxlist = limit, limit, 2, 4, 4
-    return short.repr(value)
-
-
-def path_text(path: str) -> str:
-    return brief(path, 300)
-
-
-def one_line(message: str, limit: int = 1000) -> str:
-    """What an error prints: one line, its middle cut when it is longer than ``limit`` (a message
-    may hold a value from outside, such as a very long path, several times)."""
-    text = " ".join(str(message).split())
-    return text if len(text) <= limit else text[: limit // 2] + " ... " + text[-limit // 2:]
-
-
-# ---- checks: (predicate, what it requires) ----------------------------------------------------------
-
-MAX_COUNT = 10**9  # no count a run can use is larger; bounding them keeps huge inputs from overflowing
-
-
-def at_least(low, high=MAX_COUNT):
-    return (lambda v: low <= v <= high), f"at least {low} and at most {high:,}"
-
-
-def in_range(low, high, high_open=False):
-    return ((lambda v: low <= v < high) if high_open else (lambda v: low <= v <= high),
-            f"in [{low}, {high}{')' if high_open else ']'}")
-
-
-POSITIVE = (lambda v: math.isfinite(v) and v > 0), "a positive finite number"
-NON_NEGATIVE = (lambda v: math.isfinite(v) and v >= 0), "a finite number >= 0"
-UNIT_OPEN = (lambda v: 0 < v < 1), "in (0, 1)"
-SEED = (lambda v: 0 <= v < 2**63), "an integer in [0, 2^63)"
-
-
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    default: Any
-    help: str
-    tasks: Optional[tuple] = None  # the tasks it applies to: every task (None), or those that declare it
-    choices: Optional[tuple | dict] = None  # a dict gives each task its own choices
-    check: Optional[tuple] = None  # (predicate, what it requires)
-    methods: Optional[tuple] = None  # a method option: the methods it acts on
-    resumable: bool = False  # cannot change a run's results, so --resume may change it
-    pinned: bool = False  # "auto" resolves to what the run used (its facts), and a resumed run keeps that
-    metavar: Optional[str] = None
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def kind(self) -> type:
-        return type(self.default)
-
-    def applies(self, task: str, method: str) -> bool:
-        return (self.tasks is None or task in self.tasks) and (self.methods is None or method in self.methods)
-
-    def choices_for(self, task: str):
-        return self.choices.get(task) if isinstance(self.choices, dict) else self.choices
-
 
 S = Setting
 COMMON = [  # the settings of every task; each task declares its own (tasks/<task>.py's SETTINGS)
@@ -104,7 +38,7 @@ COMMON = [  # the settings of every task; each task declares its own (tasks/<tas
       choices=("eq6", "final"), methods=("greedy",)),
     S("terms", 2, "IFT: Neumann series terms K", check=at_least(0), methods=("ift",), metavar="K"),
     S("neumann_lr", 0.0, "IFT: the Neumann step eta in H^-1 ~ eta sum_{j<=K} (I - eta H)^j; the series converges "
-      "only where every Hessian eigenvalue at w_T lies in (0, 2/eta); 0 = the inner learning rate",
+      "only where every Hessian eigenvalue at w_T lies in (0, 2/eta); 0 = IFT's default, the inner learning rate",
       check=NON_NEGATIVE, methods=("ift",), metavar="ETA"),
     S("k", 1, "truncated: inner steps back-propagated through (at most --inner-steps)", check=at_least(1),
       methods=("truncated",)),
@@ -146,13 +80,14 @@ class Table:
     declares (``experiments.NAMES`` and ``experiments.load(name)`` -> the task's module, as the
     checkout's ``tasks`` package). A setting several tasks declare is one flag: its tasks are those
     that declare it, its choices and help may differ by task, and a task's own default goes to that
-    task's defaults."""
+    task's defaults. ``upgrades``: each task's ``upgrade`` of its stored runs, or None."""
 
     def __init__(self, experiments):
         self.tasks = tuple(experiments.NAMES)
         modules = {name: experiments.load(name) for name in self.tasks}
         self.descriptions = {name: m.DESCRIPTION for name, m in modules.items()}
         self.defaults = {name: dict(m.DEFAULTS) for name, m in modules.items()}
+        self.upgrades = {name: getattr(m, "upgrade", None) for name, m in modules.items()}
         declared: dict[str, list] = {}
         for name, module in modules.items():
             for s in getattr(module, "SETTINGS", ()):
@@ -169,7 +104,8 @@ class Table:
     def _merge(self, versions: list) -> Setting:
         """One setting from the versions the tasks declare (``[(task, Setting)]``)."""
         def shape(s: Setting) -> tuple:  # what every declaration of one flag must agree on
-            return s.kind, s.methods, s.resumable, s.pinned, s.metavar, s.check and s.check[1]
+            return (s.kind, s.methods, s.resumable, s.pinned, s.metavar, s.check and s.check[1],
+                    s.requires and s.requires[1])
 
         first = versions[0][1]
         for task, s in versions[1:]:
@@ -190,13 +126,36 @@ class Table:
 
 
 _tables: dict = {}
+_experiments = contextvars.ContextVar("experiments", default=tasks)
+
+
+def registry_problem(experiments) -> str:
+    """Why ``experiments`` is not a registry of tasks of the kind of the checkout's ``tasks`` ('' when
+    it is): ``NAMES``, a non-empty tuple of task names, and ``load(name)`` -> the task's module."""
+    names = getattr(experiments, "NAMES", None)
+    if not isinstance(names, (tuple, list)) or not names or not all(isinstance(n, str) for n in names):
+        return f"got {type(experiments).__name__}, which has no NAMES (a non-empty tuple of task names)"
+    if not callable(getattr(experiments, "load", None)):
+        return f"got {type(experiments).__name__}, which has no load(name) giving a task's module"
+    return ""
+
+
+@contextlib.contextmanager
+def using(experiments):
+    """Within the block, the settings table, and every reader of a stored run's settings, is that of
+    ``experiments``, a registry of the kind :func:`registry_problem` checks (None keeps the one in
+    force: the checkout's ``tasks`` unless another block says otherwise). Yields the registry in force."""
+    token = _experiments.set(_experiments.get() if experiments is None else experiments)
+    try:
+        yield _experiments.get()
+    finally:
+        _experiments.reset(token)
 
 
 def table(experiments=None) -> Table:
-    """The settings table of ``experiments`` (default: the harness's registry of experiments)."""
+    """The settings table of ``experiments`` (default: the registry in force, see :func:`using`)."""
     if experiments is None:
-        from . import registry
-        experiments = registry.experiments()
+        experiments = _experiments.get()
     key = id(experiments)
     if key not in _tables or _tables[key][0] is not experiments:
         _tables[key] = (experiments, Table(experiments))
@@ -229,7 +188,7 @@ class Config:
         return name in self._values
 
     def get(self, name: str, default: Any = None) -> Any:
-        """A setting that may not apply to this run (e.g. ``step_val_batch`` with --method full)."""
+        """A setting that may not apply to this run (e.g. an option of another method)."""
         return self._values.get(name, default)
 
     def __eq__(self, other) -> bool:
@@ -243,10 +202,6 @@ class Config:
 
     def to_dict(self) -> dict:
         return dict(self._values)
-
-
-def to_dict(cfg: Config) -> dict:
-    return cfg.to_dict()
 
 
 # ---- reading values: flags, files ---------------------------------------------------------------------
@@ -469,20 +424,21 @@ class Invocation(NamedTuple):
     config_file: str
 
 
-def parse(argv: Optional[list] = None) -> Invocation:
-    """Read the command line once: the settings the user gave (``--config`` file, then flags)."""
+def parse(argv: Optional[list] = None, root: Optional[str] = None) -> Invocation:
+    """Read the command line once: the settings the user gave (``--config`` file, then flags). A
+    relative ``--config`` path is read from ``root`` (default: the working directory)."""
     argv = [_dashes(a) for a in (sys.argv[1:] if argv is None else argv)]
     try:
         args = parser().parse_args(argv)
     except argparse.ArgumentTypeError as e:  # pragma: no cover - argparse reports through error()
         raise UsageError(str(e)) from None
     flags = {k: v for k, v in vars(args).items() if v is not None and k not in ("config", "resume")}
-    from_file = load_file(args.config) if args.config else {}
+    from_file = load_file(os.path.join(root or "", args.config)) if args.config else {}
     return Invocation({**from_file, **flags}, flags, args.resume or "", args.config or "")
 
 
 def _dashes(arg: str) -> str:
-    """``--step_val_batch=5`` (as W&B agents pass a sweep's parameter names) -> ``--step-val-batch=5``."""
+    """``--outer_steps=5`` (as W&B agents pass a sweep's parameter names) -> ``--outer-steps=5``."""
     if not arg.startswith("--"):
         return arg
     name, eq, value = arg[2:].partition("=")
@@ -529,17 +485,22 @@ def check_value(s: Setting, value: Any, task: str) -> None:
             raise UsageError(f"{s.flag} must be {requirement}, got {brief(value)}")
 
 
-def resolve(argv: Optional[list] = None) -> Config:
-    """Settings for a new run from the command line (``--resume`` is train.py's business)."""
-    return resolve_settings(parse(argv))
+def resolve(argv: Optional[list] = None, root: Optional[str] = None) -> Config:
+    """Settings for a new run from the command line (``--resume`` is train.py's business); a
+    relative ``--config`` path is read from ``root`` (default: the working directory)."""
+    return resolve_settings(parse(argv, root))
 
 
 def validate(cfg: Config) -> None:
-    """Checks between settings that hold for every task; each task checks its own (tasks.<task>.check)."""
+    """Checks between settings that hold for every task, and what each setting ``requires`` of the
+    others when it is not at its default; each task checks its own (tasks.<task>.check)."""
     if cfg.method == "truncated" and cfg.k > cfg.inner_steps:
         raise UsageError(f"--k must be in [1, --inner-steps = {cfg.inner_steps}], got {cfg.k}")
-    if cfg.get("step_val_batch") and cfg.variant != "eq6":
-        raise UsageError("--step-val-batch applies to --method greedy --variant eq6 only")
+    t = table()
+    for name, value in cfg.to_dict().items():
+        s = t.by_name[name]
+        if s.requires and value != t.defaults[cfg.task].get(name, s.default) and not s.requires[0](cfg):
+            raise UsageError(f"{s.flag} applies to {s.requires[1]} only")
     if cfg.device == "cuda":
         import torch
         if not torch.cuda.is_available():
@@ -557,32 +518,36 @@ def pin(settings: Mapping[str, Any], facts: Mapping[str, Any]) -> dict:
     return out
 
 
-# Settings added after runs were stored without them, with the value that says how those runs
-# behaved: a stored config that lacks one is read with it (upgrade()).
+# Settings of every task added after runs were stored without them, with the value that says how
+# those runs behaved: a stored config that lacks one is read with it (upgrade()). Each task upgrades
+# its own settings (its module's ``upgrade``, tasks/__init__.py).
 ADDED_LATER = {"tf32": None,  # None: torch's defaults (TF32 in cuDNN convolutions, not in matmuls)
-               "neumann_lr": 0.0,  # the inner learning rate, as before the setting existed
-               "inner_start": "continue"}
+               "neumann_lr": 0.0}  # IFT's default step, as before the setting existed
 
 
 def upgrade(stored: Mapping[str, Any]) -> dict:
-    """A stored config with the settings added since it was written, at their earlier behaviour."""
+    """A stored config with the settings added since it was written, at their earlier behaviour:
+    those of every task here, then the task's own (its ``upgrade``)."""
     out = dict(stored)
     task, method, t = out.get("task"), out.get("method"), table()
     if task in t.tasks and method in METHOD_NAMES:
         for name, value in ADDED_LATER.items():
             if t.by_name[name].applies(task, method):
                 out.setdefault(name, value)
+        if t.upgrades[task] is not None:
+            out = dict(t.upgrades[task](out))
     return out
 
 
 def stored_problem(stored: Mapping[str, Any]) -> str:
-    """Why a checkpoint's settings cannot be a run's ('' when they can): unknown or missing
-    settings, or values no run could have."""
+    """Why a checkpoint's settings, upgraded, cannot be a run's ('' when they can): unknown or
+    missing settings, or values no run could have."""
+    stored = upgrade(stored)
     task, method, t = stored.get("task"), stored.get("method"), table()
     if task not in t.tasks or method not in METHOD_NAMES:
         return f"names an unknown task or method ({brief(task)}, {brief(method)})"
     want = {s.name for s in t.settings if s.applies(task, method)}
-    unknown, missing = sorted(set(stored) - want), sorted(want - set(stored) - set(ADDED_LATER))
+    unknown, missing = sorted(set(stored) - want), sorted(want - set(stored))
     if unknown or missing:
         return f"has settings this version does not know ({brief(unknown)}) or lacks ({brief(missing)})"
     for name, value in stored.items():

@@ -1,11 +1,11 @@
 """Every file of the project is read here, and checked against what it must hold before anything
-uses it: checkpoints (:mod:`metagreedy.harness.checkpoint`), ``config.yaml``, ``summary.json``,
+uses it: checkpoints (:mod:`harness.checkpoint`), ``config.yaml``, ``summary.json``,
 ``metrics.jsonl``, and the campaign's ``cell.json``, ``curve.jsonl`` and plans.
 
 A file that is absent reads as ``None``. A file that is there but cannot be what it claims (a link,
 not a regular file, unreadable, too large, not UTF-8, not JSON or YAML, duplicate YAML keys, a value
 of the wrong type) raises :class:`FileDamaged`, which names the file and the problem: it is never
-taken as absent. The files are written by :func:`metagreedy.harness.rundir.write_atomic`.
+taken as absent. The files are written by :func:`harness.rundir.write_atomic`.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import json
 import os
 import stat
 
-from .config import (MAX_YAML_NODES, UsageError, _count_nodes, _unique_key_loader, brief, path_text, setting,
-                     stored_problem, upgrade)
+from .config import MAX_YAML_NODES, _count_nodes, _unique_key_loader, setting, stored_problem
+from .settings import UsageError, brief, path_text
 
 MAX_JSON_BYTES = 1 << 20  # summary.json, cell.json: a few hundred bytes
 MAX_LINES_BYTES = 1 << 30  # metrics.jsonl of the longest run is a few MB
@@ -110,7 +110,9 @@ def run_id_problem(value) -> str:
     return ""
 
 
-TEXT = ("status", "task", "method", "run_id")  # a summary's text values: these, and settings that are text
+# A summary's text values: those train.py writes for every run (dataset: from its facts), and the
+# settings of its task that are text (its final metrics may repeat them).
+TEXT = ("status", "task", "method", "dataset", "run_id")
 STATUSES = ("finished", "interrupted", "diverged")
 
 
@@ -165,7 +167,7 @@ def settings_problem(data) -> str:
         return "holds facts that are not a mapping"
     if "run_id" in data and run_id_problem(data["run_id"]):
         return run_id_problem(data["run_id"])
-    problem = stored_problem(upgrade(settings))
+    problem = stored_problem(settings)
     return f"is damaged: it {problem}" if problem else ""
 
 

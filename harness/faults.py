@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import signal
 
-from .config import UsageError, brief
+from .settings import UsageError, brief
 
 VARIABLE = "METAGREEDY_FAULT"
 KINDS = ("nan", "kill", "interrupt", "kill_in_checkpoint") + tuple(

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from . import config, faults, files
-from .config import brief, path_text
 from .rundir import WriteError, write_atomic
+from .settings import brief, path_text
 
 LATEST = "checkpoint.pt"
 MAX_BYTES = 1 << 34  # far beyond any run's (alpha and a few layers: megabytes)
@@ -56,7 +56,7 @@ def set_rng_state(state: dict) -> None:
 
 def save(run_dir: str, step: int, payload: dict, hooks: faults.Hooks = faults.NONE) -> str:
     """Write ``payload`` to ``run_dir/checkpoint.pt`` atomically (:func:`rundir.write_atomic`);
-    ``hooks``: the tests' faults (:mod:`metagreedy.harness.faults`)."""
+    ``hooks``: the tests' faults (:mod:`harness.faults`)."""
     path = os.path.join(run_dir, LATEST)
 
     def write(fh):

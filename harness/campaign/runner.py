@@ -1,7 +1,7 @@
 """The campaign's runner: the next cells of a plan as train.py processes within a budget of seconds,
 each stopped in time to write its checkpoint; and ``status``, every cell's state.
 
-``args`` is the command line of :func:`metagreedy.harness.campaign.main` (``out``, ``keep``,
+``args`` is the command line of :func:`harness.campaign.main` (``out``, ``keep``,
 ``root``: the checkout whose train.py runs, ...).
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ import sys
 import time
 
 from .. import files
-from ..config import UsageError, one_line
 from ..rundir import WriteError, link_in, open_append, take_lock, write_text
+from ..settings import UsageError, one_line
 from .plan import (EVAL_KEYS, Cell, Plan, checkpoint_of, load_plan, plans_in, read_cell, read_record, resolved,
                    segments_of, shown, state)
 

@@ -13,7 +13,7 @@ import tempfile
 import time
 
 from . import files
-from .config import UsageError, brief, path_text
+from .settings import UsageError, brief, path_text
 
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "summary.json", "config.yaml")
 LOCK = ".lock"

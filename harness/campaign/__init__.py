@@ -20,8 +20,8 @@ import argparse
 import os
 import sys
 
-from ..config import UsageError, one_line
 from ..rundir import WriteError
+from ..settings import UsageError, one_line
 from . import runner, sweep
 from .plan import PlanError, seconds
 
