@@ -61,8 +61,8 @@ def test_table3_plan_order_and_paths():
     assert [c.path for c in plan.cells[35:41]] == [f"table3/5way/greedy-final-0.9/seed{s}" for s in range(5)] + \
         ["table3/2way/fo/seed0"]
     assert plan.cells[47].path == "table3/3way/fo/seed0" and plan.cells[54].path == "table3/10way/fo/seed0"
-    assert plan.cells[2].args == ("--config", "configs/omniglot_5way.yaml", "--dataset", "omniglot", "--seed", "0",
-                                  "--method", "ift", "--terms", "2")
+    assert plan.cells[2].args == ("--config", "configs/omniglot_5way.yaml", "--dataset", "omniglot", "--meta-batch",
+                                  "16", "--seed", "0", "--method", "ift", "--terms", "2")
     assert plan.gammas == ["greedy 0.9", "greedy 0.99", "greedy 0.999"]
     cfg = campaign_plan.resolved(plan.cells[-1].args)
     assert (cfg.task, cfg.ways, cfg.outer_steps, cfg.meta_batch, cfg.seed) == ("omniglot", 10, 2000, 16, 4)
