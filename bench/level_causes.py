@@ -80,6 +80,11 @@ def finished(run: dict) -> bool:
     return run["summary"].get("status") == "finished" and not run.get("damaged")
 
 
+def ended(run: dict) -> bool:
+    """Finished, or stopped as diverged: either is a result."""
+    return run["summary"].get("status") in ("finished", "diverged") and not run.get("damaged")
+
+
 def moved(run: dict, base: dict) -> list[str] | None:
     """The causes' settings on which ``run`` differs from ``base``; None when they differ in any
     other setting that both configs name (the seed included)."""
@@ -91,14 +96,15 @@ def moved(run: dict, base: dict) -> list[str] | None:
 
 def measured(out: str, base: dict) -> tuple[dict, dict]:
     """Rows keyed by (task, the moved settings, their values, method): seed -> (ours, the other
-    reading); and per (task, setting key) the cells not finished yet."""
+    reading, a note: how a diverged cell ended); and per (task, setting key) the cells started but
+    not ended yet."""
     pairs, pending = {}, {}
     for run in runs_of(out, PLAN):
         task = run["config"].get("task")
         keys = [k for k in KEYS if reading(run, k) != KEYS[k][4]]
         if task not in BASELINES or not keys:
             continue
-        if not finished(run):
+        if not ended(run):
             for k in keys:
                 pending[(task, k)] = pending.get((task, k), 0) + 1
             continue
@@ -108,8 +114,11 @@ def measured(out: str, base: dict) -> tuple[dict, dict]:
         label = match["cell"].method if match else f"{run['cell'].method} (no baseline cell with its settings)"
         key = (task, tuple(keys), tuple(str(reading(run, k)) for k in keys), label)
         ours = float(match["summary"][metric]) if match and metric in match["summary"] else None
-        if metric in run["summary"]:
-            pairs.setdefault(key, {})[run["cell"].seed] = (ours, float(run["summary"][metric]))
+        if finished(run) and metric in run["summary"]:
+            pairs.setdefault(key, {})[run["cell"].seed] = (ours, float(run["summary"][metric]), "")
+        elif not finished(run):
+            note = f"seed {run['cell'].seed} diverged at outer step {run['summary'].get('steps_done')}"
+            pairs.setdefault(key, {})[run["cell"].seed] = (ours, None, note)
     return pairs, pending
 
 
@@ -124,15 +133,15 @@ def evaluation_rows(base: dict) -> dict:
             found = curves.best_and_last(run["rows"], spec["metric"], spec["metric"])
             if found:
                 key = (task, ("evaluation",), ("best",), label)
-                pairs.setdefault(key, {})[run["cell"].seed] = (found["last"], found["best"])
+                pairs.setdefault(key, {})[run["cell"].seed] = (found["last"], found["best"], "")
     return pairs
 
 
 def change(seeds: dict) -> str:
     """The mean of the other reading minus ours over the paired seeds, in points, ± the 95% CI."""
-    diffs = [b - a for a, b in seeds.values() if a is not None]
+    diffs = [b - a for a, b, _ in seeds.values() if a is not None and b is not None]
     if not diffs:
-        return "no baseline"
+        return "no baseline" if all(a is None for a, _, _ in seeds.values()) else "–"
     mean, ci, n = mean_ci(diffs)
     return f"{100 * mean:+.2f}" + (f" ± {100 * ci:.2f}" if n > 1 else "")
 
@@ -159,9 +168,12 @@ def table(pairs: dict, pending: dict) -> str:
                 moved_text = ("last -> best periodic evaluation" if keys == ("evaluation",) else
                               "; ".join(f"{k}: {KEYS[k][4]} -> {v}" for k, v in zip(keys, values)))
                 text = spec["paper"].get(label, [None] * 4)[spec["column"]]
+                notes = "; ".join(n for _, _, n in seeds.values() if n)
+                value = mean_text(b for _, b, _ in seeds.values())
+                value = notes if value == "–" and notes else value + (f"; {notes}" if notes else "")
                 lines.append(line([f"({letter}) {what}", spec["title"], moved_text, label,
-                                   ", ".join(map(str, sorted(seeds))), mean_text(a for a, _ in seeds.values()),
-                                   mean_text(b for _, b in seeds.values()), change(seeds), text or "–"]))
+                                   ", ".join(map(str, sorted(seeds))), mean_text(a for a, _, _ in seeds.values()),
+                                   value, change(seeds), text or "–"]))
             if not rows:
                 n = pending.get((task, key), 0)
                 lines.append(line([f"({letter}) {what}", spec["title"], f"{ours} -> {other}",
@@ -184,8 +196,9 @@ def closest(pairs: dict, base: dict) -> list[str]:
             mean, _, n = mean_ci(reported)
             text = (f"- {spec['title']}, {label} (the paper: {texts[spec['column']]}): ours as reported "
                     f"{100 * mean:.2f} ({n} seed{'s' if n > 1 else ''}, {100 * (mean - target):+.2f} points)")
-            options = [(mean_ci([b for _, b in seeds.values()])[0], keys, values, len(seeds))
-                       for (t, keys, values, lab), seeds in pairs.items() if t == task and lab == label]
+            options = [(mean_ci(others)[0], keys, values, len(others))
+                       for (t, keys, values, lab), seeds in pairs.items() if t == task and lab == label
+                       for others in [[b for _, b, _ in seeds.values() if b is not None]] if others]
             options = [o for o in options if abs(o[0] - target) < abs(mean - target)]
             if options:
                 v, keys, values, k = min(options, key=lambda o: abs(o[0] - target))

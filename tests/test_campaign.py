@@ -537,6 +537,8 @@ def test_each_level_cause_is_set_against_the_primary_cell_of_its_seed_and_method
                       {**cfg, "init": "fresh", "run_dir": "elsewhere"})
     # summed losses: config.yaml without the key (a train.py that does not write it): read from the flags
     finished_cell(out, "level_causes/5way/fo-loss-sum/seed0", {"meta_val_acc": 0.80}, {**cfg, "seed": 0})
+    # a diverged cell is a result too: it ends without an accuracy
+    finished_cell(out, "level_causes/5way/fo-loss-sum/seed1", {"status": "diverged", "steps_done": 3}, cfg)
     # another setting moved as well: no primary cell to set it against
     finished_cell(out, "level_causes/5way/fo-val-alphabets/seed0", {"meta_val_acc": 0.70},
                   {**cfg, "seed": 0, "val_split": "alphabets", "inner_lr": 0.05})
@@ -545,8 +547,8 @@ def test_each_level_cause_is_set_against_the_primary_cell_of_its_seed_and_method
     # seeds 0 and 1: 0.85 -> 0.70 and 0.87 -> 0.74: change -15, -13 -> -14.00 ± 12.71 (t(1) = 12.706, sd 1.414)
     assert ("| (a) start of the adapted layers | Omniglot 5-way | init: fixed -> fresh | FO | 0, 1 | 86.00 | 72.00 | "
             "-14.00 ± 12.71 | 69.71 ± 0.5 |") in text
-    assert ("| (b) summed or mean losses | Omniglot 5-way | loss_reduction: mean -> sum | FO | 0 | 85.00 | 80.00 | "
-            "-5.00 | 69.71 ± 0.5 |") in text
+    assert ("| (b) summed or mean losses | Omniglot 5-way | loss_reduction: mean -> sum | FO | 0, 1 | 86.00 | 80.00; "
+            "seed 1 diverged at outer step 3 | -5.00 | 69.71 ± 0.5 |") in text
     assert "| (b) summed or mean losses | hyper-cleaning MNIST 0.3 | mean -> sum | not measured yet |" in text
     assert ("| (d) the meta-validation split | Omniglot 5-way | val_split: classes -> alphabets | FO, val alphabets "
             "(no baseline cell with its settings) | 0 | – | 70.00 | no baseline | – |") in text
