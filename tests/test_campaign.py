@@ -1,7 +1,9 @@
 """The campaign (harness.campaign, run as python -m bench.campaign): plans, runs that stop within their budget and add up, status and report."""
+import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +14,8 @@ import torch
 from bench import campaign
 from harness import campaign as harness_campaign
 from harness.campaign import plan as campaign_plan, runner
+from harness.settings import UsageError
+from test_runs import imported, signalled
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -102,12 +106,28 @@ def test_a_cells_path_depends_on_the_cell_only(tmp_path):
     ("  - 1\n  - 2\n", "is malformed"),
     ("  - {methods: [FO], seeds: [x]}\n", "is malformed"),
     ("  - {settings: 5, methods: [FO], seeds: [0]}\n", "is malformed"),
+    ("  - {methods: [FO], seeds: [0], path: x}\n  - {methods: [FO], seeds: [0], path: x/fo/seed0}\n",
+     "the cell directory p/x/fo/seed0/fo/seed0 lies inside another cell's"),
+    ("  - {methods: [FO], seeds: [0], path: 'plan.yaml'}\n", "would be the plan's copy, plan.yaml"),
 ])
 def test_bad_plans_are_one_line(tmp_path, capsys, groups, message):
     plan = write_plan(tmp_path / "p.yaml", "name: p\ntrain: --task toy\nmethods: {FO: --method fo}\ngroups:\n" + groups)
     assert run_campaign("--plan", plan, "--budget-s", 10, "--out", tmp_path / "out") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.parametrize("label,name", [("..", ".."), (".", "."), ("()", ""), ("x" * 300, "x" * 60)])
+def test_a_method_label_cannot_lead_out_of_its_settings_directory(tmp_path, capsys, label, name):
+    """A label is checked once it is a directory name: '..' would put the cells of two settings in
+    one directory (p/T5/../seed0 = p/seed0 = p/T10/../seed0), and one run would be reported twice."""
+    plan = write_plan(tmp_path / "p.yaml", "name: p\ntrain: --task toy --inner-steps {T}\npath: T{T}\n"
+                      f"methods: {{'{label}': --method fo}}\n"
+                      f"groups: [{{settings: {{T: [5, 10]}}, methods: ['{label}'], seeds: [0]}}]\n")
+    assert run_campaign("--plan", plan, "--budget-s", 10, "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"becomes the directory name {name!r}" in err[0], err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("head,args,message", [
@@ -580,6 +600,70 @@ def test_a_second_run_on_the_same_results_is_refused_at_once(tmp_path, fake_trai
     assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 0  # released: it runs
 
 
+def test_a_fifo_at_a_cells_lock_is_damaged_and_never_waited_on(tmp_path):
+    """Opening a FIFO waits for a writer for ever (and SIGTERM would not end the wait): the runner
+    opens every lock without blocking, and a lock that is not a regular file is a damaged cell."""
+    plan, out = write_plan(tmp_path / "p.yaml", FAST.replace("--fake diverges", "--method fo")), tmp_path / "out"
+    cell = out / "p/default/diverges/seed0"
+    cell.mkdir(parents=True)
+    os.mkfifo(cell / ".lock")
+    proc = subprocess.run([PY, "-m", "bench.campaign", "run", "--plan", plan, "--budget-s", "60", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "damaged: p/default/diverges/seed0: lock" in proc.stdout and "is not a regular file" in proc.stdout
+    assert "finished: p/default/diverges/seed1" in proc.stdout and os.listdir(cell) == [".lock"]
+    with pytest.raises(UsageError, match="is not a regular file"):
+        runner.held(str(cell))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "full"])
+def test_the_results_lock_is_one_line_naming_it(tmp_path, fake_train, capsys, monkeypatch, kind):
+    """The campaign's own lock: a FIFO there (exit 2), or a full disk when it is written (exit 1), is
+    one line that names the file; nothing is written, and a results directory it made is removed."""
+    plan, out = write_plan(tmp_path / "p.yaml", FAST), tmp_path / "results"
+    if kind == "fifo":
+        out.mkdir()
+        os.mkfifo(out / ".lock")
+    else:
+        def full(*args):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(os, "pwrite", full)
+    assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == (2 if kind == "fifo" else 1)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{out}/.lock'" in err[0], err
+    assert ("is not a regular file" if kind == "fifo" else "No space left on device") in err[0]
+    assert os.listdir(out) == [".lock"] if kind == "fifo" else not out.exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_window_exits_130(tmp_path, fake_train, capsys, monkeypatch, sig):
+    """Ctrl-C (or SIGTERM) during run stops the cells as the budget would, then says so in one line
+    and exits 130, so that a wrapper tells an interrupted window from a finished one."""
+    plan, out = write_plan(tmp_path / "p.yaml", FAST), tmp_path / "results"
+    launch = runner.launch
+
+    def launch_then_stop(*args):
+        started = launch(*args)
+        os.kill(os.getpid(), sig)  # the runner's own handler takes it
+        return started
+    monkeypatch.setattr(runner, "launch", launch_then_stop)
+    assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 130
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"interrupted ({sig.name}): the running cells were stopped"), err
+    assert "started p/default/diverges/seed0" in captured.out and "started p/default/diverges/seed1" not in captured.out
+    assert read(out / "p/default/diverges/seed0/cell.json")["attempts"]
+
+
+@pytest.mark.parametrize("module,sig", [("torch", signal.SIGINT), ("tasks", signal.SIGTERM),
+                                        ("harness.campaign.runner", signal.SIGINT)])
+def test_a_stop_while_the_campaign_starts_is_one_line_and_130(tmp_path, module, sig):
+    status, err = signalled(["-X", "importtime", "-m", "bench.campaign", "status", "--out", str(tmp_path / "out")],
+                            imported(module), sig)
+    assert status == 130 and err == ["interrupted while starting; nothing was written"], err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_stale_lock_of_a_process_that_is_gone_or_unrelated_blocks_nothing(tmp_path, fake_train, capsys):
     plan, out = write_plan(tmp_path / "p.yaml", FAST), tmp_path / "results"
     for d in (out, out / "p/default/diverges/seed0"):
@@ -714,6 +798,30 @@ def test_the_report_without_matplotlib_writes_its_tables_and_says_so_once(tmp_pa
     assert not list(tmp_path.glob("*.png"))
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "matplotlib is not installed" in err[0] and "pictures are left out" in err[0]
+
+
+def test_a_summary_out_of_range_is_shown_damaged_never_as_a_number(tmp_path, capsys):
+    """true, -5, 1e308, "nan", null or a list where an accuracy belongs: status and the report show
+    the seed as damaged (not 100.00%, -500.00%, inf, a chosen gamma or a crash)."""
+    out = tmp_path / "results"
+    (out / "hand").mkdir(parents=True)
+    (out / "hand" / "plan.yaml").write_text(REPORTED)
+    cells = [f"hand/{part}/{method}/seed{seed}" for part, method in
+             (("paper", "greedy-0.9"), ("paper", "greedy-0.99"), ("heldout", "greedy-0.9")) for seed in (0, 1)]
+    for cell, value in zip(cells, ["true", "-5", "1e308", '"nan"', "null", "[0.9]"]):
+        (out / cell).mkdir(parents=True)
+        (out / cell / "summary.json").write_text('{"status": "finished", "val_acc": %s, "test_acc": 0.5}' % value)
+    text = status_text(out, capsys)
+    assert text.count(" damaged ") == 6 and text.count("not a fraction in [0, 1]") == 6, text
+    doc = tmp_path / "page.md"
+    assert campaign.main(["report", "--out", str(out), "--doc", str(doc)]) == 0
+    page = doc.read_text()
+    paper, heldout = page.split("#### Protocol `paper`")[1].split("#### Protocol `heldout`")
+    for part in (paper, heldout):
+        assert "| greedy 0.9 | seed 0: damaged; seed 1: damaged |" in part
+        assert "| **greedy, gamma chosen on validation** | not run |" in part
+    assert "| greedy 0.99 | seed 0: damaged; seed 1: damaged |" in paper
+    assert not any(number in paper + heldout for number in ("100.00", "-500.00", "inf", "nan", "90.00"))
 
 
 def test_ctrl_c_during_the_report_is_one_line_and_leaves_the_page_whole(tmp_path, capsys, monkeypatch):
