@@ -191,7 +191,8 @@ def progress(v: View, cells: list) -> list[str]:
     key, notes = v.layout["choose_by"], []
     for c in cells:
         s = v.states[c]
-        where = f"{v.layout['label'](v.column_of[c])} {c.method} seed {c.seed}"
+        part = v.layout["part"](v.configs[c])
+        where = f"{'' if part is None else f'{part} '}{v.layout['label'](v.column_of[c])} {c.method} seed {c.seed}"
         if s["state"] in ("failed", "damaged"):
             notes.append(f"{where}: {s['state']}")
         elif s["state"] == "running":
