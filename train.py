@@ -456,7 +456,9 @@ if __name__ == "__main__":
     early = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: early.append(signum))
-    from harness.signals import Stop
+    from harness.signals import Stop, ignore_from_now
     stop = Stop().install()
     stop.signum = early[0] if early else None
-    sys.exit(main(stop=stop))
+    status = main(stop=stop)
+    ignore_from_now()  # however many signals arrive, the status is the run's (130 when stopped)
+    sys.exit(status)

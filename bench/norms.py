@@ -1,9 +1,11 @@
 """How large each method's hypergradients and validation losses get during a campaign plan's runs.
 
 For every setting and method label of a plan that has run into DIR (default results/): over the
-logged outer steps of its finished cells (each keeps every evaluation row and about 25 others), the median and the largest ``hypergrad_norm``, the share of steps whose
-``val_loss`` is above chance (log of the number of ways: the adapted network is worse than a
-uniform guess), and the last evaluation's accuracy. Used for IFT's Neumann step (docs/RESULTS.md).
+logged outer steps of its finished cells (each keeps every evaluation row and about 25 others), the
+median and the largest ``hypergrad_norm``, the share of steps whose ``val_loss`` is above chance (log
+of the number of ways: the adapted network is worse than a uniform guess), and each seed's final
+meta-validation accuracy (``summary.json``: the evaluation the report's tables show, not the last
+periodic one). Used for IFT's Neumann step (docs/RESULTS.md).
 
     python -m bench.norms --plan ift_neumann
     python -m bench.norms --plan table3_mb1 --figure docs/table3_mb1_norms.png
@@ -35,11 +37,13 @@ def summarise(plan, out: str) -> list[dict]:
         chance = math.log(resolved(cells[0].args).get("ways") or 10)
         steps = [r for _, rows_ in runs for r in rows_ if "hypergrad_norm" in r]
         norms = [r["hypergrad_norm"] for r in steps]
-        last = [next((r["meta_val_acc"] for r in reversed(rows_) if "meta_val_acc" in r), None) for _, rows_ in runs]
+        final = [state(c, out)["summary"].get("meta_val_acc") for c in cells]
         rows.append({"setting": ", ".join(f"{k} {v}" for k, v in setting), "method": label,
-                     "seeds": [seed for seed, _ in runs], "steps": len(steps), "median": statistics.median(norms),
-                     "max": max(norms), "above_chance": sum(r["val_loss"] > chance for r in steps) / len(steps),
-                     "last_acc": [a for a in last if a is not None]})
+                     "seeds": [seed for seed, _ in runs], "steps": len(steps),
+                     "steps_per_seed": [sum("hypergrad_norm" in r for r in rows_) for _, rows_ in runs],
+                     "median": statistics.median(norms), "max": max(norms),
+                     "above_chance": sum(r["val_loss"] > chance for r in steps) / len(steps),
+                     "final_acc": [a for a in final if a is not None]})
     return rows
 
 
@@ -74,12 +78,14 @@ def main():
     p.add_argument("--figure", help="also draw the finished cells' logged hypergradient norms into this PNG")
     args = p.parse_args()
     plan = load_plan(os.path.join(args.out, args.plan, "plan.yaml"))
-    print("| setting | method | seeds | logged steps | median norm | largest norm | val_loss above chance | "
-          "last meta-validation accuracy per seed |")
+    print("| setting | method | seeds | logged steps per seed | median norm | largest norm | val_loss above chance | "
+          "final meta-validation accuracy per seed |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in summarise(plan, args.out):
-        accs = ", ".join(f"{100 * a:.1f}" for a in r["last_acc"])
-        print(f"| {r['setting']} | {r['method']} | {', '.join(map(str, r['seeds']))} | {r['steps']} | {r['median']:.3g} | "
+        accs = ", ".join(f"{100 * a:.1f}" for a in r["final_acc"])
+        per_seed = sorted(set(r["steps_per_seed"]))
+        steps = str(per_seed[0]) if len(per_seed) == 1 else ", ".join(map(str, r["steps_per_seed"]))
+        print(f"| {r['setting']} | {r['method']} | {', '.join(map(str, r['seeds']))} | {steps} | {r['median']:.3g} | "
               f"{r['max']:.3g} | {100 * r['above_chance']:.0f}% | {accs} |")
     if args.figure:
         figure(plan, args.out, args.figure)

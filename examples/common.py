@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+import torch.nn.functional as F
+
+import metagreedy as mg
+from metagreedy import nn as mgnn
 from metagreedy.data import get_tasksets
 from metagreedy.data.omniglot import available
+from metagreedy.models import WarpConvNet
 
 TOLERANCE = 1e-8  # --check passes when the streamed and closed-loop hypergradients agree to this
 
@@ -35,10 +41,35 @@ def tasksets(args):
     return get_tasksets(name, args.ways, args.shots, args.queries, root=args.data_root, seed=args.seed)
 
 
-def tiny_episode(ways: int = 3):
-    """One float64 episode of a small synthetic task set: the ``--check`` problem."""
+def tiny_problem(ways: int = 3):
+    """The ``--check`` problem: a narrow warp network and one episode of a small synthetic task set,
+    float64."""
+    torch.manual_seed(0)
     xs, ys, xq, yq = get_tasksets("synthetic", ways, 1, 2, synthetic_classes=(20, 10))[0][0]
-    return xs.double(), ys, xq.double(), yq
+    return WarpConvNet(ways, channels=4).double(), (xs.double(), ys, xq.double(), yq)
+
+
+def reference(model, episode, args, momentum: float) -> dict:
+    """greedy's hypergradient of the warp layers by ``mg.hypergradient``, through torch.func: what the
+    example's loop must give."""
+    xs, ys, xq, yq = episode
+    w0, alpha = mgnn.split(model, WarpConvNet.WARP)
+    train_loss, val_loss = mgnn.losses(mgnn.module_forward(model), F.cross_entropy, (xs, ys), (xq, yq))
+    return mg.hypergradient(train_loss, val_loss, w0, alpha, steps=args.inner_steps, lr=args.inner_lr,
+                            momentum=momentum, method="greedy", gamma=args.gamma).grad
+
+
+def meta_train(args, hparams, one_task) -> None:
+    """The outer loop: Adam on ``hparams`` (the warp layers), each step on the mean of a meta-batch's
+    hypergradients, which ``one_task(episode, scale)`` adds to their ``.grad`` (returning its stream)."""
+    torch.manual_seed(args.seed)
+    train, _, _ = tasksets(args)
+    outer = torch.optim.Adam(hparams, lr=1e-3)
+    for step in range(args.outer_steps):
+        outer.zero_grad()
+        episodes = [train[step * args.meta_batch + j] for j in range(args.meta_batch)]
+        log(step, [one_task(e, 1 / args.meta_batch).val_loss for e in episodes])
+        outer.step()
 
 
 def report_check(got: dict, want: dict) -> int:
@@ -55,4 +86,4 @@ def log(step: int, val_losses: list[float], every: int = 10) -> None:
         print(f"outer step {step}: val_loss {sum(val_losses) / len(val_losses):.4f} (the meta-batch's query loss)")
 
 
-__all__ = ["parser", "tasksets", "tiny_episode", "report_check", "log"]
+__all__ = ["parser", "tasksets", "tiny_problem", "reference", "meta_train", "report_check", "log"]

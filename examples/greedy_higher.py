@@ -14,8 +14,6 @@ import torch
 import torch.nn.functional as F
 
 import common
-import metagreedy as mg
-from metagreedy import nn as mgnn
 from metagreedy.integrations.higher import attach
 from metagreedy.models import WarpConvNet
 
@@ -34,34 +32,19 @@ def hypergradient(model, warp, episode, args, scale=1.0):
     return hg
 
 
-def check(args) -> int:
-    """The loop above against mg.hypergradient(method="greedy") through torch.func, float64."""
-    torch.manual_seed(0)
-    model = WarpConvNet(3, channels=4).double()
-    w0, alpha = mgnn.split(model, WarpConvNet.WARP)
-    warp = {n: p for n, p in model.named_parameters() if n in alpha}
-    xs, ys, xq, yq = episode = common.tiny_episode(3)
-    got = hypergradient(model, warp, episode, args).grad()
-    train_loss, val_loss = mgnn.losses(mgnn.module_forward(model), F.cross_entropy, (xs, ys), (xq, yq))
-    want = mg.hypergradient(train_loss, val_loss, w0, alpha, steps=args.inner_steps, lr=args.inner_lr, momentum=0.9,
-                            method="greedy", gamma=args.gamma)
-    return common.report_check(got, want.grad)
+def warp_layers(model: WarpConvNet) -> dict:
+    return {n: p for n, p in model.named_parameters() if n.startswith(WarpConvNet.WARP)}
 
 
 def main(argv=None) -> int:
     args = common.parser(__doc__).parse_args(argv)
-    if args.check:
-        return check(args)
-    torch.manual_seed(args.seed)
-    train, _, _ = common.tasksets(args)
+    if args.check:  # the loop above against mg.hypergradient(method="greedy") through torch.func
+        model, episode = common.tiny_problem()
+        got = hypergradient(model, warp_layers(model), episode, args).grad()
+        return common.report_check(got, common.reference(model, episode, args, momentum=0.9))
     model = WarpConvNet(args.ways)
-    warp = {n: p for n, p in model.named_parameters() if n.startswith(WarpConvNet.WARP)}
-    outer = torch.optim.Adam(warp.values(), lr=1e-3)
-    for step in range(args.outer_steps):
-        outer.zero_grad()
-        episodes = [train[step * args.meta_batch + j] for j in range(args.meta_batch)]
-        common.log(step, [hypergradient(model, warp, e, args, 1 / args.meta_batch).val_loss for e in episodes])
-        outer.step()
+    warp = warp_layers(model)
+    common.meta_train(args, warp.values(), lambda episode, scale: hypergradient(model, warp, episode, args, scale))
     return 0
 
 

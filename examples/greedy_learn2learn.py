@@ -6,13 +6,10 @@ Omniglot's warp network, and greedy meta-trains the warp layers 2/4/6, kept outs
 """
 import sys
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
 import common
-import metagreedy as mg
-from metagreedy import nn as mgnn
 from metagreedy.integrations.learn2learn import attach
 from metagreedy.models import WarpConvNet
 
@@ -50,35 +47,16 @@ def hypergradient(maml, warp, episode, args, scale=1.0):
     return hg
 
 
-def check(args) -> int:
-    """The loop above against mg.hypergradient(method="greedy") through torch.func, float64 (MAML's
-    step is plain SGD: momentum 0)."""
-    torch.manual_seed(0)
-    model = WarpConvNet(3, channels=4).double()
-    w0, alpha = mgnn.split(model, WarpConvNet.WARP)
-    adapted, warp = split(model)
-    xs, ys, xq, yq = episode = common.tiny_episode(3)
-    got = hypergradient(l2l.algorithms.MAML(adapted, lr=args.inner_lr), warp, episode, args).grad()
-    train_loss, val_loss = mgnn.losses(mgnn.module_forward(model), F.cross_entropy, (xs, ys), (xq, yq))
-    want = mg.hypergradient(train_loss, val_loss, w0, alpha, steps=args.inner_steps, lr=args.inner_lr,
-                            method="greedy", gamma=args.gamma)
-    return common.report_check(got, want.grad)
-
-
 def main(argv=None) -> int:
     args = common.parser(__doc__).parse_args(argv)
-    if args.check:
-        return check(args)
-    torch.manual_seed(args.seed)
-    train, _, _ = common.tasksets(args)
+    if args.check:  # the loop above against mg.hypergradient(method="greedy"), MAML's plain SGD: momentum 0
+        model, episode = common.tiny_problem()
+        adapted, warp = split(model)
+        got = hypergradient(l2l.algorithms.MAML(adapted, lr=args.inner_lr), warp, episode, args).grad()
+        return common.report_check(got, common.reference(model, episode, args, momentum=0.0))
     adapted, warp = split(WarpConvNet(args.ways))
     maml = l2l.algorithms.MAML(adapted, lr=args.inner_lr)
-    outer = torch.optim.Adam(warp.parameters(), lr=1e-3)
-    for step in range(args.outer_steps):
-        outer.zero_grad()
-        episodes = [train[step * args.meta_batch + j] for j in range(args.meta_batch)]
-        common.log(step, [hypergradient(maml, warp, e, args, 1 / args.meta_batch).val_loss for e in episodes])
-        outer.step()
+    common.meta_train(args, warp.parameters(), lambda episode, scale: hypergradient(maml, warp, episode, args, scale))
     return 0
 
 

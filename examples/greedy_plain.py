@@ -34,34 +34,17 @@ def hypergradient(model, w0, warp, episode, args, scale=1.0):
     return hg
 
 
-def check(args) -> int:
-    """The loop above against mg.hypergradient(method="greedy"), float64."""
-    torch.manual_seed(0)
-    model = WarpConvNet(3, channels=4).double()
-    w0, alpha = mgnn.split(model, WarpConvNet.WARP)
-    xs, ys, xq, yq = episode = common.tiny_episode(3)
-    got = hypergradient(model, w0, alpha, episode, args).grad()
-    train_loss, val_loss = mgnn.losses(mgnn.module_forward(model), F.cross_entropy, (xs, ys), (xq, yq))
-    want = mg.hypergradient(train_loss, val_loss, w0, alpha, steps=args.inner_steps, lr=args.inner_lr, momentum=0.9,
-                            method="greedy", gamma=args.gamma)
-    return common.report_check(got, want.grad)
-
-
 def main(argv=None) -> int:
     args = common.parser(__doc__).parse_args(argv)
-    if args.check:
-        return check(args)
-    torch.manual_seed(args.seed)
-    train, _, _ = common.tasksets(args)
+    if args.check:  # the loop above against mg.hypergradient(method="greedy")
+        model, episode = common.tiny_problem()
+        w0, alpha = mgnn.split(model, WarpConvNet.WARP)
+        got = hypergradient(model, w0, alpha, episode, args).grad()
+        return common.report_check(got, common.reference(model, episode, args, momentum=0.9))
     model = WarpConvNet(args.ways)
     w0, _ = mgnn.split(model, WarpConvNet.WARP)  # the adapted layers' fixed start, detached
     warp = {n: p for n, p in model.named_parameters() if n.startswith(WarpConvNet.WARP)}
-    outer = torch.optim.Adam(warp.values(), lr=1e-3)
-    for step in range(args.outer_steps):
-        outer.zero_grad()
-        episodes = [train[step * args.meta_batch + j] for j in range(args.meta_batch)]
-        common.log(step, [hypergradient(model, w0, warp, e, args, 1 / args.meta_batch).val_loss for e in episodes])
-        outer.step()
+    common.meta_train(args, warp.values(), lambda episode, scale: hypergradient(model, w0, warp, episode, args, scale))
     return 0
 
 

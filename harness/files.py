@@ -10,7 +10,9 @@ taken as absent. The files are written by :func:`harness.rundir.write_atomic`.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import stat
 
 from .config import MAX_YAML_NODES, _count_nodes, _unique_key_loader, setting, stored_problem
@@ -30,8 +32,9 @@ def _damaged(path: str, problem: str, what: str = "") -> FileDamaged:
     return FileDamaged(f"{what or os.path.basename(path)} {path_text(path)} {problem}")
 
 
-def read_bytes(path: str, limit: int, what: str = "") -> bytes | None:
-    """The bytes of a regular file (None when there is none), never through a link."""
+def regular(path: str, what: str = "") -> os.stat_result | None:
+    """The ``lstat`` of a regular file (None when there is none); FileDamaged for a link or a file of
+    another kind (a directory, a FIFO, whose open would wait for a writer)."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -42,6 +45,14 @@ def read_bytes(path: str, limit: int, what: str = "") -> bytes | None:
         raise _damaged(path, "is a symbolic link; refusing to read through it", what)
     if not stat.S_ISREG(info.st_mode):
         raise _damaged(path, "is not a regular file", what)
+    return info
+
+
+def read_bytes(path: str, limit: int, what: str = "") -> bytes | None:
+    """The bytes of a regular file (None when there is none), never through a link."""
+    info = regular(path, what)
+    if info is None:
+        return None
     if info.st_size > limit:
         raise _damaged(path, f"is {info.st_size} bytes, more than such a file can hold ({limit})", what)
     try:
@@ -96,8 +107,33 @@ def _parse_json(text, path: str, what: str, line: int = 0):
 # ---- what each file must hold ------------------------------------------------------------------------------
 
 def is_number(value) -> bool:
-    """A metric: an int or float (not a bool), or a non-finite float as runlog writes it."""
+    """A number as the files hold one: an int or float (not a bool), or a non-finite float as runlog
+    writes it ('nan', 'inf', '-inf')."""
     return (isinstance(value, (int, float)) and not isinstance(value, bool)) or value in NONFINITE
+
+
+# Metrics that are fractions, whatever the task: accuracies (val_acc, meta_test_acc, ...) and the
+# detection rates (detect_precision, detect_recall, detect_f1).
+FRACTION = re.compile(r"(^|_)(acc|precision|recall|f1)$")
+TIMES = ("wall_time", "total_time")  # a summary's seconds: the campaign adds them up
+
+
+def metric_problem(key: str, value, lists: bool = False) -> str:
+    """Why ``value`` cannot be the metric ``key`` of a metrics row or a summary ('' when it can): the
+    one check of both. A metric is a number (:func:`is_number`; a bool is not one) or null, or with
+    ``lists`` (a summary's) a list of numbers; an accuracy or a detection rate (FRACTION) is a finite
+    real number in [0, 1], a summary's seconds (TIMES) a finite one >= 0. What fails is damaged,
+    never reported."""
+    fraction, seconds = bool(FRACTION.search(key)), key in TIMES
+    if not (fraction or seconds):
+        ok = value is None or is_number(value) or (lists and _number_list(value))
+        return "" if ok else f"holds {key} = {brief(value)}, not a number"
+    real = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if fraction and not (real and 0 <= value <= 1):
+        return f"holds {key} = {brief(value)}, not a fraction in [0, 1]"
+    if seconds and not (real and value >= 0):
+        return f"holds {key} = {brief(value)}, not a number of seconds"
+    return ""
 
 
 def _number_list(value) -> bool:
@@ -111,13 +147,15 @@ def run_id_problem(value) -> str:
 
 
 # A summary's text values: those train.py writes for every run (dataset: from its facts), and the
-# settings of its task that are text (its final metrics may repeat them).
+# settings of its task that are text (its final metrics may repeat them, as they may its settings
+# that are true or false).
 TEXT = ("status", "task", "method", "dataset", "run_id")
 STATUSES = ("finished", "interrupted", "diverged")
 
 
 def summary_problem(data) -> str:
-    """Why a ``summary.json`` cannot be one train.py wrote ('' when it can)."""
+    """Why a ``summary.json`` cannot be one train.py wrote ('' when it can). Its metrics are checked
+    as a metrics row's are (:func:`metric_problem`), and may be lists of numbers (the toy's alpha)."""
     if not isinstance(data, dict):
         return f"holds a JSON {type(data).__name__}, not an object"
     if data.get("status") not in STATUSES:
@@ -131,12 +169,14 @@ def summary_problem(data) -> str:
     if "run_id" in data and run_id_problem(data["run_id"]):
         return run_id_problem(data["run_id"])
     for key, value in data.items():
-        declared = setting(key) if isinstance(value, str) and key not in TEXT else None
-        text_ok = key in TEXT or (declared is not None and declared.kind is str)
-        if isinstance(value, str) and not text_ok and value not in NONFINITE:
-            return f"holds {key} = {brief(value)}, not a number"
-        if not (value is None or isinstance(value, (bool, int, float, str)) or _number_list(value)):
-            return f"holds {key} = {brief(value)}, not a number or text"
+        declared = setting(key) if key not in TEXT else None
+        kind = str if key in TEXT else declared.kind if declared is not None and declared.kind in (str, bool) else None
+        if kind is str and not isinstance(value, (str, type(None))):
+            return f"holds {key} = {brief(value)}, not text"
+        if kind is bool and not isinstance(value, bool):
+            return f"holds {key} = {brief(value)}, not true or false"
+        if kind is None and metric_problem(key, value, lists=True):
+            return metric_problem(key, value, lists=True)
     return ""
 
 
@@ -150,11 +190,9 @@ def row_problem(row, previous: int | None) -> str:
     if previous is not None and step <= previous:
         return f"has step {step} after step {previous}"
     for key, value in row.items():
-        if key == "run_id":
-            if run_id_problem(value):
-                return run_id_problem(value)
-        elif not (is_number(value) or value is None or isinstance(value, bool)):
-            return f"holds {key} = {brief(value)}, not a number"
+        problem = run_id_problem(value) if key == "run_id" else metric_problem(key, value) if key != "step" else ""
+        if problem:
+            return problem
     return ""
 
 

@@ -7,6 +7,7 @@ their declarations (:mod:`harness.config`) sits above them and imports them dire
 from __future__ import annotations
 
 import math
+import os
 import reprlib
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -55,6 +56,37 @@ POSITIVE = (lambda v: math.isfinite(v) and v > 0), "a positive finite number"
 NON_NEGATIVE = (lambda v: math.isfinite(v) and v >= 0), "a finite number >= 0"
 UNIT_OPEN = (lambda v: 0 < v < 1), "in (0, 1)"
 SEED = (lambda v: 0 <= v < 2**63), "an integer in [0, 2^63)"
+
+
+# ---- what the machine can hold -----------------------------------------------------------------------
+
+def machine_memory() -> int:
+    """Bytes of memory of this machine: its RAM, where every tensor of a run is made first (the data
+    and the weights are moved to a GPU after). Unknown: no limit."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**62
+
+
+def size_text(n: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,.0f} bytes"
+
+
+def fits_in_memory(parts: dict, memory: int | None = None) -> None:
+    """Refuse, in one line and before anything is built or written, a run whose tensors cannot fit
+    in the machine's memory (``memory``: :func:`machine_memory`). ``parts`` maps what sizes a
+    tensor, in the words of its settings (``"--inner-steps 100 x --batch-size 64 (the index table
+    of the mini-batches)"``), to a lower bound of its bytes: a run refused here could never have
+    run, and the line names the largest part."""
+    total, limit = sum(parts.values()), machine_memory() if memory is None else memory
+    if total > limit:
+        largest = max(parts, key=parts.get)
+        raise UsageError(f"{largest} takes {size_text(parts[largest])} of memory, and the run at least "
+                         f"{size_text(total)}: more than the {size_text(limit)} this machine has; lower it")
 
 
 @dataclass(frozen=True)

@@ -61,3 +61,12 @@ class Stop:
 
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum is not None else ""
+
+
+def ignore_from_now() -> None:
+    """The process's exit status is decided: a stop signal from here on is ignored. Python's shutdown
+    (which takes a moment after torch) puts back the default handler of every signal it handles,
+    so a second Ctrl-C or SIGTERM then would kill the process (status -2 or -15) though its files
+    are whole; it leaves an ignored signal ignored."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)

@@ -9,7 +9,9 @@ A task module (``tasks/<name>.py``) defines:
 - ``DEFAULTS``: the settings declared elsewhere (``COMMON``, ``tasks/common.py``) whose default
   differs for this task, and only those.
 - ``check(cfg)``: the checks of its settings that need no data (raise ``UsageError``); run before
-  anything is built or written, so bad input is refused at once.
+  anything is built or written, so bad input is refused at once. Among them, what the machine can
+  hold: ``memory(cfg)`` gives lower bounds of the bytes of the run's tensors, keyed by the settings
+  that size them, and ``harness.settings.fits_in_memory`` refuses a run they do not fit in.
 - ``run_name(cfg)`` and ``run_group(cfg)``: the default run directory name and the W&B group.
 - ``Task(cfg, device, dtype)``: builds the data, the model and the hyperparameters, following
   :class:`Task` below.

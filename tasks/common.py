@@ -85,3 +85,21 @@ def method_arguments(cfg, method: str, step_val_loss=None) -> dict:
     if cfg.get("step_val_batch"):
         options["step_val_loss"] = step_val_loss
     return {"method": method, **options}
+
+
+def element_bytes(cfg) -> int:
+    """The bytes of a number of the run's --dtype."""
+    return 8 if cfg.dtype == "float64" else 4
+
+
+def graph(cfg, per_step: float) -> dict:
+    """The memory of the inner steps a hypergradient keeps the graph of at once, for
+    ``fits_in_memory``: every one of the --inner-steps T for --method full, --k for truncated, one
+    for the others (greedy, T1-T2, FO and IFT keep none of the trajectory); ``per_step``: a lower
+    bound of the bytes of one step's graph."""
+    if cfg.method == "full":
+        return {f"--method full through --inner-steps {cfg.inner_steps} (the graph of every inner step)":
+                cfg.inner_steps * per_step}
+    if cfg.method == "truncated":
+        return {f"--method truncated through --k {cfg.k} inner steps (their graph)": cfg.k * per_step}
+    return {"one inner step's graph": per_step}

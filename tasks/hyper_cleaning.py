@@ -25,12 +25,12 @@ import torch.nn.functional as F
 
 import metagreedy as mg
 from metagreedy import nn as mgnn
-from harness.settings import Setting as S, UsageError, at_least, in_range
+from harness.settings import Setting as S, UsageError, at_least, fits_in_memory, in_range
 from metagreedy.data.cleaning import NOISE_MODELS, SPLIT_SIZES, make_cleaning_data
 from metagreedy.models import CleaningConvNet
 
 from .common import (DATA_ROOT, EVAL_EVERY, LOSS_REDUCTION, STEP_VAL_BATCH, TaskBase, cross_entropy, dataset,
-                     inner_arguments, keyed_generator, method_arguments)
+                     element_bytes, graph, inner_arguments, keyed_generator, method_arguments)
 
 DESCRIPTION = "data hyper-cleaning on MNIST / Fashion-MNIST (table 2): per-example weights sigmoid(alpha_i)."
 DEFAULTS = dict(
@@ -82,6 +82,14 @@ def check(cfg) -> None:
     if cfg.get("step_val_batch", 0) > n_val:
         raise UsageError(f"--step-val-batch must be at most the {n_val} validation examples of a "
                          f"hypergradient, got {cfg.step_val_batch}")
+    fits_in_memory(memory(cfg))
+
+
+def memory(cfg) -> dict:
+    """A lower bound of the bytes of the graph of the inner steps a hypergradient keeps: each holds
+    the activations of the --n-train examples (the convolutions' outputs, 8 x (14^2 + 7^2 + 4^2)
+    values each) and the network's 2,538 weights twice; the data's sizes are fixed."""
+    return graph(cfg, (cfg.n_train * 8 * (14 * 14 + 7 * 7 + 4 * 4) + 2 * 2538) * element_bytes(cfg))
 
 
 def variant(cfg) -> str:

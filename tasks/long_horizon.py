@@ -18,12 +18,13 @@ import torch
 import torch.nn.functional as F
 
 import metagreedy as mg
-from harness.settings import POSITIVE, Setting as S, UsageError, at_least
+from harness.settings import POSITIVE, Setting as S, UsageError, at_least, fits_in_memory
 from metagreedy.data.cleaning import SPLIT_SIZES
 from metagreedy.data.digits import CLASSES, PIXELS, make_splits
 from metagreedy.models import linear_init
 
-from .common import DATA_ROOT, EVAL_EVERY, TaskBase, dataset, inner_arguments, keyed_generator, method_arguments
+from .common import (DATA_ROOT, EVAL_EVERY, TaskBase, dataset, element_bytes, graph, inner_arguments, keyed_generator,
+                     method_arguments)
 
 DESCRIPTION = ("long inner loops on mini-batches: per-layer learning rates and weight decay of an MLP on MNIST / "
                "Fashion-MNIST, T up to 1000.")
@@ -57,6 +58,23 @@ def check(cfg) -> None:
     if cfg.dataset != "synthetic" and cfg.n_train + cfg.n_val > SPLIT_SIZES["train"]:
         raise UsageError(f"--n-train + --n-val = {cfg.n_train + cfg.n_val} is more than the {SPLIT_SIZES['train']} "
                          f"examples of the {cfg.dataset} training split")
+    fits_in_memory(memory(cfg))
+
+
+def memory(cfg) -> dict:
+    """Lower bounds of the bytes of the run's tensors, by the settings that size them: the data (made
+    in float32), the index table of the mini-batches (int64), the MLP's weights (w_0, w_t and the
+    momentum) and the graph of the inner steps a hypergradient keeps (each: w_t, the momentum and
+    the mini-batch's activations)."""
+    H, B, e = cfg.hidden, cfg.batch_size, element_bytes(cfg)
+    weights = PIXELS * H + H + H * H + H + H * CLASSES + CLASSES
+    n_test = 2000 if cfg.dataset == "synthetic" else SPLIT_SIZES["test"]
+    return {f"--n-train {cfg.n_train} + --n-val {cfg.n_val} (the data)":
+                (cfg.n_train + cfg.n_val + n_test) * PIXELS * 4,
+            f"--inner-steps {cfg.inner_steps} x --batch-size {B} (the index table of the mini-batches)":
+                cfg.inner_steps * B * 8,
+            f"--hidden {H} (the MLP's weights)": 3 * weights * e,
+            **graph(cfg, (2 * weights + B * (2 * H + CLASSES)) * e)}
 
 
 def run_name(cfg) -> str:

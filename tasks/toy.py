@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 
 import metagreedy as mg
+from harness.settings import fits_in_memory
 
-from .common import TaskBase, inner_arguments, method_arguments
+from .common import TaskBase, element_bytes, graph, inner_arguments, method_arguments
 
 DESCRIPTION = "the 2-D toy problem of figure 2 (closed-form exact hypergradient, its cosine logged)."
 DEFAULTS = dict(
@@ -45,7 +46,13 @@ def exact_hypergradient(alpha: torch.Tensor, T: int, lr: float, w0: torch.Tensor
 
 
 def check(cfg) -> None:
-    pass
+    fits_in_memory(memory(cfg))
+
+
+def memory(cfg) -> dict:
+    """A lower bound of the bytes of the graph of the inner steps a hypergradient keeps (--method full:
+    all of them): each holds w_t, its momentum and its gradient, two numbers each."""
+    return graph(cfg, 3 * 2 * element_bytes(cfg))
 
 
 def run_name(cfg) -> str:

@@ -1,7 +1,9 @@
 """The campaign (harness.campaign, run as python -m bench.campaign): plans, runs that stop within their budget and add up, status and report."""
+import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +14,8 @@ import torch
 from bench import campaign
 from harness import campaign as harness_campaign
 from harness.campaign import plan as campaign_plan, runner
+from harness.settings import UsageError
+from test_runs import imported, signalled
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,8 +65,8 @@ def test_table3_plan_order_and_paths():
     assert [c.path for c in plan.cells[35:41]] == [f"table3/5way/greedy-final-0.9/seed{s}" for s in range(5)] + \
         ["table3/2way/fo/seed0"]
     assert plan.cells[47].path == "table3/3way/fo/seed0" and plan.cells[54].path == "table3/10way/fo/seed0"
-    assert plan.cells[2].args == ("--config", "configs/omniglot_5way.yaml", "--dataset", "omniglot", "--seed", "0",
-                                  "--method", "ift", "--terms", "2")
+    assert plan.cells[2].args == ("--config", "configs/omniglot_5way.yaml", "--dataset", "omniglot", "--meta-batch",
+                                  "16", "--seed", "0", "--method", "ift", "--terms", "2")
     assert plan.gammas == ["greedy 0.9", "greedy 0.99", "greedy 0.999"]
     cfg = campaign_plan.resolved(plan.cells[-1].args)
     assert (cfg.task, cfg.ways, cfg.outer_steps, cfg.meta_batch, cfg.seed) == ("omniglot", 10, 2000, 16, 4)
@@ -102,12 +106,28 @@ def test_a_cells_path_depends_on_the_cell_only(tmp_path):
     ("  - 1\n  - 2\n", "is malformed"),
     ("  - {methods: [FO], seeds: [x]}\n", "is malformed"),
     ("  - {settings: 5, methods: [FO], seeds: [0]}\n", "is malformed"),
+    ("  - {methods: [FO], seeds: [0], path: x}\n  - {methods: [FO], seeds: [0], path: x/fo/seed0}\n",
+     "the cell directory p/x/fo/seed0/fo/seed0 lies inside another cell's"),
+    ("  - {methods: [FO], seeds: [0], path: 'plan.yaml'}\n", "would be the plan's copy, plan.yaml"),
 ])
 def test_bad_plans_are_one_line(tmp_path, capsys, groups, message):
     plan = write_plan(tmp_path / "p.yaml", "name: p\ntrain: --task toy\nmethods: {FO: --method fo}\ngroups:\n" + groups)
     assert run_campaign("--plan", plan, "--budget-s", 10, "--out", tmp_path / "out") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.parametrize("label,name", [("..", ".."), (".", "."), ("()", ""), ("x" * 300, "x" * 60)])
+def test_a_method_label_cannot_lead_out_of_its_settings_directory(tmp_path, capsys, label, name):
+    """A label is checked once it is a directory name: '..' would put the cells of two settings in
+    one directory (p/T5/../seed0 = p/seed0 = p/T10/../seed0), and one run would be reported twice."""
+    plan = write_plan(tmp_path / "p.yaml", "name: p\ntrain: --task toy --inner-steps {T}\npath: T{T}\n"
+                      f"methods: {{'{label}': --method fo}}\n"
+                      f"groups: [{{settings: {{T: [5, 10]}}, methods: ['{label}'], seeds: [0]}}]\n")
+    assert run_campaign("--plan", plan, "--budget-s", 10, "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"becomes the directory name {name!r}" in err[0], err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("head,args,message", [
@@ -363,7 +383,201 @@ def test_report_chooses_gamma_on_validation_with_t_intervals(tmp_path):
     heldout = page.split("#### Protocol `heldout`")[1]
     assert "| **greedy, gamma chosen on validation** | 60.00 ± 0.00 (2) [0.99; seeds 2/2] |" in heldout
     assert "| greedy 0.9 | 80.50 ± 6.35 (2) |" in heldout and "*paper:" not in heldout
-    assert "*paper: Ours (gamma=0.9)* | 80.46 ± 1.08 |" in page
+    assert "| *paper: Ours (gamma=0.9)* | 93.5 ± 0.34 | 86.83 ± 0.78 | 80.46 ± 1.08 | 66.92 ± 2.04 |" in page
+    # meta-test minus meta-validation per finished cell: -10 x3 (0.9), -35 and -37 (0.99), +7 (0.999)
+    assert ("Meta-test minus meta-validation, per finished cell (each run's final evaluations, points): 5-way "
+            "-37.00 to +7.00 (6 cells). The meta-test accuracy is the lower in 5 of 6 cells.") in page
+
+
+def test_ours_against_the_paper_uses_finished_seeds_only():
+    from bench.tables import difference_table, ranking_table
+    paper = {"FO": ["70.00 ± 1"], "T1-T2": ["75.00 ± 1"], "IFT(2)": ["72.50 ± 1"], "greedy 0.9": ["80.00 ± 2"]}
+    values = {"FO": [[0.85, 0.87]], "T1-T2": [[]], "IFT(2)": [[0.30]], "greedy 0.9": [[0.90]], "Full": [[0.99]]}
+    diff = difference_table(["5-way"], values, paper)
+    assert "| FO | +16.00 (2 seeds) |" in diff and "| T1-T2 | not run |" in diff and "| IFT(2) | -42.50 (1 seed) |" in diff
+    assert "Full" not in diff  # not a method of the paper
+    ranking = ranking_table(["5-way"], values, paper)
+    # T1-T2 has no finished seed: left out of both orders, which then compare the same three methods
+    assert "| ours | greedy 0.9 > FO > IFT(2) |" in ranking and "| the paper | greedy 0.9 > IFT(2) > FO |" in ranking
+    assert "| same order | no |" in ranking
+    assert "| ours | not run |" in ranking_table(["10-way"], {k: [[]] for k in values}, paper)
+
+
+def finished_cell(out, path, summary, config=None, curve=None):
+    """A finished cell as the campaign leaves it: summary.json, and config.yaml and curve.jsonl when given."""
+    import yaml
+    d = out / path
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps({"status": "finished", **summary}))
+    if config is not None:
+        (d / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    if curve is not None:
+        (d / "curve.jsonl").write_text("".join(json.dumps(row) + "\n" for row in curve))
+
+
+def stored_config(*flags):
+    """The config.yaml train.py writes for these flags."""
+    from harness import config
+    import tasks  # noqa: F401  (the experiments declare their settings)
+    return config.resolve(list(flags)).to_dict()
+
+
+def section(page, name):
+    return page.split(f"<!-- {name} -->")[1].split(f"<!-- /{name} -->")[0]
+
+
+def report_page(out, tmp_path):
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("# Results\n")
+    assert campaign.main(["report", "--out", str(out), "--doc", str(doc)]) == 0
+    return doc.read_text()
+
+
+SECOND = """name: second
+methods: {FO: --method fo}
+groups: [{train: "--task omniglot --ways {ways}", path: "{ways}way", settings: {ways: 5}, methods: [FO], seeds: [0]}]
+"""
+IDLE = """name: idle
+methods: {FO: --method fo, T1-T2: --method t1t2}
+groups: [{train: "--task omniglot --ways {ways}", path: "{ways}way", settings: {ways: 5}, methods: [FO, T1-T2],
+          seeds: [0]}]
+"""
+
+
+def test_the_papers_rows_appear_once_per_table_and_a_plan_without_a_finished_cell_is_one_line(tmp_path):
+    out = tmp_path / "results"
+    for name, text in (("hand", REPORTED), ("second", SECOND), ("idle", IDLE)):
+        (out / name).mkdir(parents=True)
+        (out / name / "plan.yaml").write_text(text)
+    finished_cell(out, "hand/5way/fo/seed0", {"meta_val_acc": 0.8, "meta_test_acc": 0.7})
+    finished_cell(out, "hand/paper/greedy-0.9/seed0", {"val_acc": 0.8, "test_acc": 0.8, "detect_f1": 0.5})
+    finished_cell(out, "second/5way/fo/seed0", {"meta_val_acc": 0.75, "meta_test_acc": 0.7})
+    from harness import checkpoint, config
+    settings = config.resolve(["--task", "omniglot", "--method", "t1t2"])
+    (out / "idle/5way/t1-t2/seed0").mkdir(parents=True)
+    torch.save({"format": checkpoint.FORMAT, "step": 250, "task": "omniglot", "config": settings.to_dict(),
+                "hparams": {}, "outer_opt": {}, "rng": {}, "bad_steps": 0, "elapsed": 1.0, "segments": [],
+                "task_state": {}}, out / "idle/5way/t1-t2/seed0/checkpoint.pt")
+    (out / "idle/5way/t1-t2/seed0/metrics.jsonl").write_text(
+        '{"step": 199, "meta_val_acc": 0.625}\n{"step": 249, "val_loss": 1.0}\n')
+    page = report_page(out, tmp_path)
+    table3, table2 = section(page, "campaign_table3"), section(page, "campaign_table2")
+    assert "### Plan `hand`" in table3 and "### Plan `second`" in table3  # two plans with tables ...
+    for text, rows in ((table3, ["FO", "T1-T2", "IFT(2)", "Ours (gamma=0.9)"]),
+                       (table2, ["w/o HPO", "T1-T2", "IFT(5)", "Ours (gamma=0.9)"])):
+        for row in rows:  # ... and the paper's rows once in each experiment's section
+            assert text.count(f"| *paper: {row}* |") == 1, row
+    assert table3.index("*paper: FO*") < table3.index("### Plan `hand`")
+    # the plan without a finished cell: one line, no heading, no table; its running cell's step and last evaluation
+    idle = [line for line in table3.splitlines() if "`idle`" in line]
+    assert len(idle) == 1 and "### Plan `idle`" not in table3
+    assert idle[0].startswith("**Plan `idle`**: no finished cell yet, 0 of 2; ")
+    assert "5-way T1-T2 seed 0 at step 250/2000 (last periodic evaluation 62.5% at step 199)" in idle[0]
+    # a part without a finished cell: one line too
+    assert "#### Protocol `heldout`: no finished cell yet, 0 of 4.\n" in table2
+    assert "#### Protocol `paper`\n" in table2
+
+
+BEST = """name: table2
+methods: {w/o HPO: --no-hpo, greedy 0.9: --method greedy --gamma 0.9}
+groups: [{train: "--task hyper_cleaning --protocol {protocol}", path: "{protocol}", settings: {protocol: [paper, heldout]},
+          methods: [w/o HPO, greedy 0.9], seeds: [0, 1]}]
+"""
+
+
+def test_best_against_last_is_read_from_the_curves(tmp_path):
+    out = tmp_path / "results"
+    (out / "table2").mkdir(parents=True)
+    (out / "table2" / "plan.yaml").write_text(BEST)
+
+    def curve(val, test=None):
+        return [{"step": 20 * i + 19, "val_acc": v, "test_acc": v if test is None else test[i]} for i, v in enumerate(val)]
+
+    # w/o HPO, the paper's protocol: above the paper's 70.46% at steps 19-59, then memorising
+    for seed, vals in ((0, [0.78, 0.81, 0.72, 0.60, 0.55]), (1, [0.75, 0.79, 0.70, 0.58, 0.53])):
+        finished_cell(out, f"table2/paper/wo-hpo/seed{seed}", {"val_acc": vals[-1], "test_acc": vals[-1]},
+                      curve=curve(vals))
+    for seed in (0, 1):  # greedy ends at its best: its best is its last, at the last step
+        vals = [0.70, 0.80, 0.84, 0.85, 0.86]
+        finished_cell(out, f"table2/paper/greedy-0.9/seed{seed}", {"val_acc": 0.86}, curve=curve(vals))
+    # held out: the best on validation (step 39) is reported on test, where it is not the best
+    finished_cell(out, "table2/heldout/greedy-0.9/seed0", {"val_acc": 0.80, "test_acc": 0.74},
+                  curve=curve([0.70, 0.90, 0.80], test=[0.60, 0.70, 0.74]))
+    page = section(report_page(out, tmp_path), "campaign_table2")
+    paper_part = page.split("#### Protocol `paper`")[1].split("#### Protocol `heldout`")[0]
+    # last: 55, 53 -> 54.00 ± 12.71 (t(1) = 12.706, sd 1.414); best: 81, 79 at step 39 each; best - last 26
+    assert "| mnist 0.3 | w/o HPO | 0, 1 | 54.00 ± 12.71 (2) | 80.00 ± 12.71 (2) | 39, 39 | +26.00 |" in paper_part
+    assert "| mnist 0.3 | greedy 0.9 | 0, 1 | 86.00 ± 0.00 (2) | 86.00 ± 0.00 (2) | 99, 99 | +0.00 |" in paper_part
+    assert "picked on the same evaluation that reports it, so it is optimistic" in paper_part
+    assert ("w/o HPO at mnist 0.3 (the paper's 70.46%): seed 0 at or above it at the evaluations of outer steps "
+            "19-59, below at every one from step 79 on, ending at 55.00% (step 99); seed 1 at or above it at the "
+            "evaluations of outer steps 19-39, below at every one from step 59 on, ending at 53.00% (step 99).") \
+        in paper_part
+    assert "greedy 0.9 at mnist 0.3 (the paper's" not in paper_part  # its last is above the paper's
+    heldout = page.split("#### Protocol `heldout`")[1]
+    assert "| mnist 0.3 | greedy 0.9 | 0 | 74.00 (1 seed) | 70.00 (1 seed) | 39 | -4.00 |" in heldout
+    assert "picked on `val_acc` and reported on `test_acc`" in heldout
+
+
+BASE = """name: table3_mb1
+methods: {FO: --method fo}
+groups: [{train: "--task omniglot --ways {ways} --meta-batch 1", path: "{ways}way", settings: {ways: 5}, methods: [FO],
+          seeds: [0, 1]}]
+"""
+CAUSES = """name: level_causes
+methods: {"FO, init fresh": --method fo --init fresh, "FO, loss sum": --method fo --loss-reduction sum,
+          "FO, val alphabets": --method fo --val-split alphabets}
+groups: [{train: "--task omniglot --ways {ways} --meta-batch 1", path: "{ways}way", settings: {ways: 5},
+          methods: ["FO, init fresh", "FO, loss sum", "FO, val alphabets"], seeds: [0, 1]}]
+"""
+
+
+def test_the_level_causes_are_not_measured_yet_without_cells(tmp_path):
+    text = section(report_page(tmp_path / "results", tmp_path), "level_causes")
+    causes = [line for line in text.splitlines() if line.startswith("| (")]
+    assert len(causes) == 8  # a, b twice, c, d, e twice, f: one line per cause and experiment
+    assert all("| not measured yet |" in line for line in causes)
+    assert "| (f) the noise model | hyper-cleaning MNIST 0.3 | other -> any | not measured yet |" in text
+
+
+def test_each_level_cause_is_set_against_the_primary_cell_of_its_seed_and_method(tmp_path):
+    out = tmp_path / "results"
+    for name, text in (("table3_mb1", BASE), ("level_causes", CAUSES)):
+        (out / name).mkdir(parents=True)
+        (out / name / "plan.yaml").write_text(text)
+    for seed, acc in ((0, 0.85), (1, 0.87)):
+        cfg = stored_config("--task", "omniglot", "--ways", "5", "--meta-batch", "1", "--seed", str(seed),
+                            "--method", "fo")
+        finished_cell(out, f"table3_mb1/5way/fo/seed{seed}", {"meta_val_acc": acc}, cfg,
+                      [{"step": 99, "meta_val_acc": acc + 0.02}, {"step": 199, "meta_val_acc": acc - 0.01}])
+        # a fresh start per task: read from config.yaml, which names the setting
+        finished_cell(out, f"level_causes/5way/fo-init-fresh/seed{seed}", {"meta_val_acc": acc - 0.15 + seed / 50},
+                      {**cfg, "init": "fresh", "run_dir": "elsewhere"})
+    # summed losses: config.yaml without the key (a train.py that does not write it): read from the flags
+    unnamed = {k: v for k, v in cfg.items() if k != "loss_reduction"}
+    finished_cell(out, "level_causes/5way/fo-loss-sum/seed0", {"meta_val_acc": 0.80}, {**unnamed, "seed": 0})
+    # a diverged cell is a result too: it ends without an accuracy
+    finished_cell(out, "level_causes/5way/fo-loss-sum/seed1", {"status": "diverged", "steps_done": 3}, unnamed)
+    # another setting moved as well: no primary cell to set it against
+    finished_cell(out, "level_causes/5way/fo-val-alphabets/seed0", {"meta_val_acc": 0.70},
+                  {**cfg, "seed": 0, "val_split": "alphabets", "inner_lr": 0.05})
+    (out / "level_causes/5way/fo-val-alphabets/seed1").mkdir(parents=True)  # started, not finished
+    text = section(report_page(out, tmp_path), "level_causes")
+    # seeds 0 and 1: 0.85 -> 0.70 and 0.87 -> 0.74: change -15, -13 -> -14.00 ± 12.71 (t(1) = 12.706, sd 1.414)
+    assert ("| (a) start of the adapted layers | Omniglot 5-way | init: fixed -> fresh | FO | 0, 1 | 86.00 | 72.00 | "
+            "-14.00 ± 12.71 | 69.71 ± 0.5 |") in text
+    assert ("| (b) summed or mean losses | Omniglot 5-way | loss_reduction: mean -> sum | FO | 0, 1 | 86.00 | 80.00; "
+            "seed 1 diverged at outer step 3 | -5.00 | 69.71 ± 0.5 |") in text
+    assert "| (b) summed or mean losses | hyper-cleaning MNIST 0.3 | mean -> sum | not measured yet |" in text
+    assert ("| (d) the meta-validation split | Omniglot 5-way | val_split: classes -> alphabets | FO, val alphabets "
+            "(no baseline cell with its settings) | 0 | – | 70.00 | no baseline | – |") in text
+    assert "| (c) batch statistics at evaluation | Omniglot 5-way | transductive -> inductive | not measured yet |" \
+        in text
+    # (e) from the primary cells' curves: last 84, 86; best 87, 89 (the first evaluation)
+    assert ("| (e) which evaluation is reported | Omniglot 5-way | last -> best periodic evaluation | FO | 0, 1 | "
+            "85.00 | 88.00 | +3.00 ± 0.00 | 69.71 ± 0.5 |") in text
+    assert ("- Omniglot 5-way, FO (the paper: 69.71 ± 0.5): ours as reported 86.00 (2 seeds, +16.29 points); closest "
+            "to the paper's: init fresh, 72.00 (2 seeds, +2.29 points).") in text
 
 
 # ---- the campaign's files: checked when read, written atomically, never through a link ---------------------
@@ -384,6 +598,70 @@ def test_a_second_run_on_the_same_results_is_refused_at_once(tmp_path, fake_trai
     finally:
         os.close(fd)
     assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 0  # released: it runs
+
+
+def test_a_fifo_at_a_cells_lock_is_damaged_and_never_waited_on(tmp_path):
+    """Opening a FIFO waits for a writer for ever (and SIGTERM would not end the wait): the runner
+    opens every lock without blocking, and a lock that is not a regular file is a damaged cell."""
+    plan, out = write_plan(tmp_path / "p.yaml", FAST.replace("--fake diverges", "--method fo")), tmp_path / "out"
+    cell = out / "p/default/diverges/seed0"
+    cell.mkdir(parents=True)
+    os.mkfifo(cell / ".lock")
+    proc = subprocess.run([PY, "-m", "bench.campaign", "run", "--plan", plan, "--budget-s", "60", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "damaged: p/default/diverges/seed0: lock" in proc.stdout and "is not a regular file" in proc.stdout
+    assert "finished: p/default/diverges/seed1" in proc.stdout and os.listdir(cell) == [".lock"]
+    with pytest.raises(UsageError, match="is not a regular file"):
+        runner.held(str(cell))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "full"])
+def test_the_results_lock_is_one_line_naming_it(tmp_path, fake_train, capsys, monkeypatch, kind):
+    """The campaign's own lock: a FIFO there (exit 2), or a full disk when it is written (exit 1), is
+    one line that names the file; nothing is written, and a results directory it made is removed."""
+    plan, out = write_plan(tmp_path / "p.yaml", FAST), tmp_path / "results"
+    if kind == "fifo":
+        out.mkdir()
+        os.mkfifo(out / ".lock")
+    else:
+        def full(*args):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(os, "pwrite", full)
+    assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == (2 if kind == "fifo" else 1)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{out}/.lock'" in err[0], err
+    assert ("is not a regular file" if kind == "fifo" else "No space left on device") in err[0]
+    assert os.listdir(out) == [".lock"] if kind == "fifo" else not out.exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_window_exits_130(tmp_path, fake_train, capsys, monkeypatch, sig):
+    """Ctrl-C (or SIGTERM) during run stops the cells as the budget would, then says so in one line
+    and exits 130, so that a wrapper tells an interrupted window from a finished one."""
+    plan, out = write_plan(tmp_path / "p.yaml", FAST), tmp_path / "results"
+    launch = runner.launch
+
+    def launch_then_stop(*args):
+        started = launch(*args)
+        os.kill(os.getpid(), sig)  # the runner's own handler takes it
+        return started
+    monkeypatch.setattr(runner, "launch", launch_then_stop)
+    assert run_campaign("--plan", plan, "--budget-s", 60, "--out", out) == 130
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"interrupted ({sig.name}): the running cells were stopped"), err
+    assert "started p/default/diverges/seed0" in captured.out and "started p/default/diverges/seed1" not in captured.out
+    assert read(out / "p/default/diverges/seed0/cell.json")["attempts"]
+
+
+@pytest.mark.parametrize("module,sig", [("torch", signal.SIGINT), ("tasks", signal.SIGTERM),
+                                        ("harness.campaign.runner", signal.SIGINT)])
+def test_a_stop_while_the_campaign_starts_is_one_line_and_130(tmp_path, module, sig):
+    status, err = signalled(["-X", "importtime", "-m", "bench.campaign", "status", "--out", str(tmp_path / "out")],
+                            imported(module), sig)
+    assert status == 130 and err == ["interrupted while starting; nothing was written"], err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_stale_lock_of_a_process_that_is_gone_or_unrelated_blocks_nothing(tmp_path, fake_train, capsys):
@@ -520,6 +798,31 @@ def test_the_report_without_matplotlib_writes_its_tables_and_says_so_once(tmp_pa
     assert not list(tmp_path.glob("*.png"))
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "matplotlib is not installed" in err[0] and "pictures are left out" in err[0]
+
+
+def test_a_summary_out_of_range_is_shown_damaged_never_as_a_number(tmp_path, capsys):
+    """true, -5, 1e308, "nan", null or a list where an accuracy belongs: status and the report show
+    the seed as damaged (not 100.00%, -500.00%, inf, a chosen gamma or a crash)."""
+    out = tmp_path / "results"
+    (out / "hand").mkdir(parents=True)
+    (out / "hand" / "plan.yaml").write_text(REPORTED)
+    cells = [f"hand/{part}/{method}/seed{seed}" for part, method in
+             (("paper", "greedy-0.9"), ("paper", "greedy-0.99"), ("heldout", "greedy-0.9")) for seed in (0, 1)]
+    for cell, value in zip(cells, ["true", "-5", "1e308", '"nan"', "null", "[0.9]"]):
+        (out / cell).mkdir(parents=True)
+        (out / cell / "summary.json").write_text('{"status": "finished", "val_acc": %s, "test_acc": 0.5}' % value)
+    text = status_text(out, capsys)
+    assert text.count(" damaged ") == 6 and text.count("not a fraction in [0, 1]") == 6, text
+    doc = tmp_path / "page.md"
+    assert campaign.main(["report", "--out", str(out), "--doc", str(doc)]) == 0
+    page = doc.read_text()
+    cleaning = page.split("## Campaign: data hyper-cleaning")[1]  # no seed finished: the plan is one line
+    for cell in ("paper mnist 0.3 greedy 0.9 seed 0", "paper mnist 0.3 greedy 0.9 seed 1",
+                 "paper mnist 0.3 greedy 0.99 seed 0", "paper mnist 0.3 greedy 0.99 seed 1",
+                 "heldout mnist 0.3 greedy 0.9 seed 0", "heldout mnist 0.3 greedy 0.9 seed 1"):
+        assert f"{cell}: damaged" in cleaning, cell
+    assert "gamma chosen on validation" not in cleaning
+    assert not any(number in cleaning for number in ("100.00", "-500.00", "inf", "nan", "90.00"))
 
 
 def test_ctrl_c_during_the_report_is_one_line_and_leaves_the_page_whole(tmp_path, capsys, monkeypatch):

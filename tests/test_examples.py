@@ -24,3 +24,17 @@ def test_each_example_checks_against_hypergradient(script):
     last = out.stdout.strip().splitlines()[-1]
     match = re.fullmatch(r"max \|diff\| = (\S+)", last)
     assert match and float(match.group(1)) <= 1e-8, last
+
+
+def test_the_examples_use_the_library_alone():
+    """What a researcher copies from examples/ needs ``pip install metagreedy`` (and the loop's own
+    package), nothing of the lab."""
+    import ast
+    lab = {"harness", "tasks", "bench", "train"}
+    for name in os.listdir(os.path.join(ROOT, "examples")):
+        if name.endswith(".py"):
+            with open(os.path.join(ROOT, "examples", name)) as fh:
+                tree = ast.parse(fh.read())
+            imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+            imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+            assert not imported & lab, (name, imported & lab)

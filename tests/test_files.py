@@ -234,6 +234,24 @@ def test_summary_values_are_checked(tmp_path):
         files.read_summary(str(tmp_path))
 
 
+@pytest.mark.parametrize("key,value", [("val_acc", True), ("val_acc", -5), ("meta_val_acc", 1e308),
+                                       ("meta_test_acc", "nan"), ("test_acc", float("nan")), ("detect_f1", 1.5),
+                                       ("val_acc", None), ("val_acc", [0.5]), ("wall_time", [1.0]),
+                                       ("wall_time", None), ("val_loss", True)])
+def test_summaries_and_rows_are_checked_alike(tmp_path, key, value):
+    """One check for a metric, in a summary as in a metrics row: a bool is not a number, an accuracy
+    is a finite real number in [0, 1]. What fails is damaged (refused, shown as damaged), never read."""
+    summary = {"status": "finished", "steps_done": 2, "outer_steps": 2, key: value}
+    assert files.summary_problem(summary).startswith(f"holds {key} = ")
+    row = {"step": 0, key: value}
+    assert files.row_problem(row, None).startswith(f"holds {key} = ") or key == "wall_time"
+    for good in (0.0, 1, 0.75):
+        assert files.summary_problem({**summary, key: good}) == files.row_problem({**row, key: good}, None) == ""
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(files.FileDamaged, match=f"holds {key} = "):
+        files.read_summary(str(tmp_path))
+
+
 class Payload:
     """Unpickling it runs a shell command: what a crafted checkpoint would do."""
 

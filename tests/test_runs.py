@@ -4,6 +4,9 @@ and a full disk loses nothing. Runs are in-process (train.main) unless a test ne
 import errno
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,6 +16,8 @@ import tasks
 import train
 from harness import checkpoint, rundir
 from metagreedy.data import synthetic_alphabet
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TOY = ["--task", "toy", "--outer-steps", "30", "--checkpoint-every", "7", "--no-progress", "--wandb", "disabled"]
 FEWSHOT = ["--dataset", "synthetic", "--ways", "3", "--shots", "1", "--queries", "2", "--meta-batch", "2",
@@ -163,6 +168,62 @@ def test_a_link_planted_in_a_run_directory_is_never_written_through(tmp_path, ca
         capsys.readouterr()
         assert train.main(TOY + ["--run-dir", str(fresh), "--outer-steps", "3"]) in (1, 2)
         assert victim.read_text() == "mine"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "socket"])
+def test_a_lock_that_is_not_a_regular_file_is_one_line_and_changes_nothing(tmp_path, capsys, kind):
+    """A FIFO at .lock would block an open for ever, and truncating one fails: every lock is opened
+    without blocking and refused unless it is a regular file, naming it."""
+    import socket
+    path = str(tmp_path / "run")
+    assert train.main(TOY + ["--run-dir", path, "--outer-steps", "5"]) == 0
+    lock = os.path.join(path, rundir.LOCK)
+    os.remove(lock)
+    if kind == "fifo":
+        os.mkfifo(lock)
+    elif kind == "directory":
+        os.mkdir(lock)
+    else:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(lock)
+    before = {name: data for name, data in snapshot(path).items()} if kind != "directory" else None
+    fresh = str(tmp_path / "fresh")
+    os.mkdir(fresh)
+    os.mkfifo(os.path.join(fresh, rundir.LOCK))
+    for argv in (["--resume", path, "--outer-steps", "8"], TOY + ["--run-dir", fresh]):
+        capsys.readouterr()
+        assert train.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "/.lock' is not a regular file" in err[0], err
+    assert kind == "directory" or snapshot(path) == before
+    assert checkpoint.load(path)["step"] == 5 and os.listdir(fresh) == [rundir.LOCK]
+
+
+@pytest.mark.parametrize("call", ["pwrite", "ftruncate"])
+@pytest.mark.parametrize("where", ["run-dir", "default", "resume"])
+def test_a_full_disk_when_the_lock_is_taken_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys, call,
+                                                                            where):
+    """The lock is the first file of a run: a full disk there is one line naming it (exit 1), and a new
+    run leaves no directory behind (nor the parents it made); a resumed run's files are untouched."""
+    path = str(tmp_path / "runs" / "new" / "run")
+    if where == "resume":
+        assert train.main(TOY + ["--run-dir", path, "--outer-steps", "5"]) == 0
+        before = snapshot(path)
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, call, full)
+    argv = {"run-dir": TOY + ["--run-dir", path], "default": TOY, "resume": ["--resume", path, "--outer-steps", "8"]}
+    capsys.readouterr()
+    assert train.main(argv[where]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "could not write its lock" in err[0] and "/.lock'" in err[0], err
+    assert "No space left on device" in err[0]
+    monkeypatch.undo()
+    if where == "resume":
+        assert snapshot(path) == before
+    else:
+        assert os.listdir(tmp_path) == []
 
 
 # ---- resume is consistent or refused ---------------------------------------------------------------------
@@ -332,6 +393,57 @@ def test_omniglot_stopped_at_any_moment_resumes_bit_identical(tmp_path, monkeypa
     assert summary(path)["status"] == "finished" and "meta_test_acc" in summary(path)
 
 
+def signalled(argv, ready, sig, repeat=False):
+    """A process of the checkout (``argv`` after the interpreter), sent ``sig`` as soon as a line of
+    its stderr satisfies ``ready`` (with ``repeat``, again every few milliseconds until it ends):
+    ``(exit status, its other stderr lines)``. ``-X importtime`` lines (an import finished) are
+    the moments of start-up a test can wait for; they are left out of the lines returned."""
+    proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": ROOT, "WANDB_MODE": "disabled"})
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if ready(line):
+            break
+    proc.send_signal(sig)
+    while repeat:
+        try:
+            proc.wait(timeout=0.005)
+            break
+        except subprocess.TimeoutExpired:
+            proc.send_signal(sig)
+    lines += proc.stderr.readlines()
+    proc.stderr.close()
+    return proc.wait(), [line.rstrip("\n") for line in lines if not line.startswith("import time:")]
+
+
+def imported(name):
+    """``ready`` for :func:`signalled`: the import of module ``name`` has just finished."""
+    return lambda line: line.startswith("import time:") and line.rsplit("|", 1)[-1].strip() == name
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_that_keep_coming_end_the_run_with_130_and_whole_files(tmp_path, sig):
+    """A second (third, ...) signal, even while the interpreter shuts down after the run wrote its
+    checkpoint and summary, changes neither the files nor the exit status; the run resumes."""
+    path = str(tmp_path / "run")
+    status, err = signalled(["train.py", *TOY, "--outer-steps", "100000", "--run-dir", path],
+                            lambda line: line.startswith("facts:"), sig, repeat=True)
+    assert status == 130 and not any("Traceback" in line for line in err), err
+    assert summary(path)["status"] == "interrupted" and checkpoint.load(path)["step"] == len(rows(path))
+    assert no_temporary_files(path)
+    assert train.main(["--resume", path, "--outer-steps", str(checkpoint.load(path)["step"] + 3)]) == 0
+
+
+@pytest.mark.parametrize("module", ["torch", "harness.config"])
+def test_a_stop_during_the_imports_at_start_is_one_line_and_130(tmp_path, module):
+    path = str(tmp_path / "run")
+    status, err = signalled(["-X", "importtime", "train.py", *TOY, "--run-dir", path], imported(module),
+                            signal.SIGINT)
+    assert status == 130 and err == ["interrupted before the first outer step; nothing was written"], err
+    assert not os.path.exists(path)
+
+
 # ---- faults: a full disk, a diverging run -------------------------------------------------------------------
 
 def fail_writes_of(monkeypatch, name):
@@ -352,13 +464,13 @@ def test_a_full_disk_is_one_line_and_loses_nothing(tmp_path, monkeypatch, capsys
     assert train.main(TOY + ["--run-dir", path]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: could not write") and "No space left on device" in err[-1]
-    assert no_temporary_files(path)
     monkeypatch.undo()
     monkeypatch.chdir(tmp_path)
-    if name == "checkpoint.pt":  # the first checkpoint comes first: nothing of the run was written
-        assert not rundir.holds_run(path)
+    if name == "checkpoint.pt":  # the first checkpoint comes first: nothing of the run was written,
+        assert not os.path.exists(path)  # and no half-made directory (its lock alone) is left
         assert train.main(TOY + ["--run-dir", path]) == 0
     else:  # the checkpoint of step 0 (config.yaml) or 30 (summary.json) is there
+        assert no_temporary_files(path)
         assert train.main(["--resume", path]) == 0
     assert_same_run(path, reference(TOY))
 
@@ -421,6 +533,48 @@ def test_omniglot_settings_are_checked_before_any_data_is_built(monkeypatch, cap
     monkeypatch.setattr(tasks.load("omniglot"), "load_alphabets", never)
     assert train.main(["--dataset", "synthetic", "--wandb", "disabled", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+LONG = ["--task", "long_horizon", "--dataset", "synthetic"]
+
+
+@pytest.mark.parametrize("args,named", [
+    (LONG + ["--inner-steps", "1000000000"], "--inner-steps 1000000000 x --batch-size 64"),
+    (LONG + ["--hidden", "1000000000"], "--hidden 1000000000 (the MLP's weights)"),
+    (LONG + ["--n-train", "1000000000"], "--n-train 1000000000 + --n-val 1000 (the data)"),
+    (LONG + ["--method", "full", "--inner-steps", "1000000", "--batch-size", "1"],
+     "--method full through --inner-steps 1000000"),
+    (["--task", "hyper_cleaning", "--method", "truncated", "--inner-steps", "100000", "--k", "100000"],
+     "--method truncated through --k 100000 inner steps"),
+    (["--dataset", "synthetic", "--loop", "batched", "--meta-batch", "100000"], "--meta-batch 100000 with --loop"),
+    (["--task", "toy", "--method", "full", "--inner-steps", "1000000000"], "--method full through --inner-steps"),
+])
+def test_sizes_the_machine_cannot_hold_are_refused_before_anything_is_built(tmp_path, monkeypatch, capsys, args,
+                                                                           named):
+    """Every setting that sizes a tensor is weighed against the machine's memory (here 16 GB) before
+    the data, the model or a file is made: one line that names it, exit 2."""
+    from harness import settings
+    monkeypatch.setattr(settings, "machine_memory", lambda: 16 * 10**9)
+    for module in ("long_horizon", "hyper_cleaning", "omniglot", "toy"):
+        monkeypatch.setattr(tasks.load(module), "Task", lambda *a, **k: pytest.fail("the task was built"))
+    path = str(tmp_path / "run")
+    assert train.main(args + ["--run-dir", path]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0] and "more than the 16.0 GB this machine has" in err[0], err
+    assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("task", tasks.NAMES)
+def test_the_memory_estimates_refuse_no_run_of_the_paper(task):
+    """The estimates are lower bounds: every task's default run takes less than 1 GB by them, and
+    --method full through a thousand inner steps less than 16 GB."""
+    from harness import config, settings
+    for extra, limit in (([], 10**9), (["--method", "full", "--inner-steps", "1000"], 16 * 10**9)):
+        cfg = config.resolve(["--task", task, *extra])
+        assert 0 < sum(tasks.load(task).memory(cfg).values()) < limit
+        settings.fits_in_memory(tasks.load(task).memory(cfg), memory=limit)
+    with pytest.raises(settings.UsageError, match="the run at least 2 bytes: more than the 1 bytes"):
+        settings.fits_in_memory({"a": 1, "b": 1}, memory=1)
 
 
 def test_wandb_online_without_a_server_falls_back_to_offline_at_once(tmp_path, monkeypatch, capsys):

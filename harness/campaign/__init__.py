@@ -20,7 +20,7 @@ import argparse
 import os
 import sys
 
-from ..rundir import WriteError
+from ..rundir import WriteError, fault_text
 from ..settings import UsageError, one_line
 from . import runner, sweep
 from .plan import PlanError, seconds
@@ -109,9 +109,8 @@ def main(argv=None, started: float | None = None, root: str | None = None, repor
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except (WriteError, OSError) as e:  # the pages or the results directory cannot be written
-        text = one_line(e) if isinstance(e, WriteError) else f"{e.strerror or e}: {e.filename or ''}"
-        print(f"error: {text}; every file already written is whole (each is written at once or not at all)",
-              file=sys.stderr)
+        print(f"error: {fault_text(e)}; every file already written is whole (each is written at once or not at "
+              "all)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; every file already written is whole (each is written at once or not at all)",

@@ -16,12 +16,13 @@ import re
 import shlex
 
 from .. import files
-from ..rundir import link_in
+from ..rundir import LOCK, link_in
 from ..settings import one_line
 
 EVAL_KEYS = ("meta_val_acc", "val_acc", "test_acc")
 MAX_CELLS = 10_000  # a plan's grid; the largest real one has a few hundred cells
 MAX_PLAN_BYTES = 1 << 20
+MAX_NAME_BYTES = 255  # a file name's limit on every common file system
 PLAN_KEYS = ("name", "train", "path", "min_start_s", "methods", "gammas", "groups")
 GROUP_KEYS = ("train", "path", "min_start_s", "settings", "methods", "seeds")
 
@@ -166,13 +167,8 @@ def _expand(path: str, data: dict, name: str, text: str) -> Plan:
                         "-".join(f"{k}{v}" for k, v in setting.items()) or "default"
                 except KeyError as e:
                     raise PlanError(f"{where}: {{{e.args[0]}}} is not a setting of the group") from None
-                if any(part in ("", ".", "..") for part in sub.split("/")) or sub.startswith("/"):
-                    raise PlanError(f"{where}: the cell directory {sub!r} must stay inside the plan's")
                 for label in map(str, group["methods"]):
-                    rel = "/".join([name, sub, slug(label), f"seed{seed}"])
-                    if rel in seen:
-                        raise PlanError(f"{where}: two cells share the directory {rel}")
-                    seen[rel] = True
+                    rel = cell_path(where, [name, *sub.split("/"), slug(label), f"seed{seed}"], label, seen)
                     cells.append(Cell(name, tuple(setting.items()), label, int(seed),
                                       tuple(flags + ["--seed", str(seed)] + methods[label]), rel, min_start))
                     if label not in order:
@@ -181,6 +177,31 @@ def _expand(path: str, data: dict, name: str, text: str) -> Plan:
     if any(g not in order for g in gammas):
         raise PlanError(f"plan '{path}': gammas must be labels of its cells")
     return Plan(name, text, cells, order, gammas)
+
+
+def cell_path(where: str, parts: list[str], label: str, seen: dict) -> str:
+    """A cell's directory relative to DIR from its parts as path names (the plan's name, the parts
+    of the setting's path, the method label's slug, the seed), each checked once it is a name: none
+    may be empty, '.' or '..' (the directory would leave its setting's, or be another's), hold a NUL
+    or be longer than a file name can be. ``seen`` maps the directories of the cells so far to
+    "cell" and those above them to "above": two cells in one directory, or one inside another's
+    (whose files a finished cell moves aside), are refused."""
+    for i, part in enumerate(parts):
+        if part in ("", ".", "..") or "\0" in part or len(part.encode(errors="replace")) > MAX_NAME_BYTES:
+            what = (f"the method label {label[:60]!r} becomes the directory name" if i == len(parts) - 2 else
+                    f"the cell directory {'/'.join(parts[1:-2])[:120]!r} has the part")
+            raise PlanError(f"{where}: {what} {part[:60]!r}, not a name of its own (empty, '.', '..', with a NUL "
+                            f"or over {MAX_NAME_BYTES} bytes); a cell's directory must stay inside the plan's, a "
+                            "directory of its own")
+    if parts[1] == "plan.yaml":
+        raise PlanError(f"{where}: the cell directory {'/'.join(parts[1:-2])!r} would be the plan's copy, plan.yaml")
+    rel = "/".join(parts)
+    above = ["/".join(parts[:n]) for n in range(2, len(parts))]
+    if rel in seen or any(seen.get(d) == "cell" for d in above):
+        raise PlanError(f"{where}: two cells share the directory {rel}" if seen.get(rel) == "cell" else
+                        f"{where}: the cell directory {rel} lies inside another cell's, or another inside it")
+    seen.update({rel: "cell", **{d: "above" for d in above}})
+    return rel
 
 
 @functools.lru_cache(maxsize=None)
@@ -239,6 +260,7 @@ def read_cell(d: str) -> dict:
     """Every file of a cell's directory, checked (harness.files), and that they are of one run:
     FileDamaged or CheckpointError otherwise."""
     from ..checkpoint import CheckpointError
+    files.regular(os.path.join(d, LOCK), "lock")  # a FIFO there would stop train.py and the runner
     found = {"record": read_record(d), "summary": files.read_summary(d), "settings": files.read_settings(d),
              "checkpoint": checkpoint_of(d)}
     ids = {name: data.get("run_id", "") for name, data in found.items() if name != "record" and data is not None}

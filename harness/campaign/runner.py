@@ -20,7 +20,7 @@ import sys
 import time
 
 from .. import files
-from ..rundir import WriteError, link_in, open_append, take_lock, write_text
+from ..rundir import LOCK, WriteError, fault_text, link_in, open_append, open_lock, take_lock, write_text
 from ..settings import UsageError, one_line
 from .plan import (EVAL_KEYS, Cell, Plan, checkpoint_of, load_plan, plans_in, read_cell, read_record, resolved,
                    segments_of, shown, state)
@@ -124,12 +124,13 @@ def held(cell_dir: str) -> bool:
     """Whether a live process holds the run directory's lock (train.py's ``.lock``, taken with flock,
     which the kernel releases when its holder ends). train.py itself refuses such a directory ("in
     use"); this check only keeps us from tidying a directory that another process is writing. The
-    process id written in the file is not looked at: it may now be an unrelated process's."""
-    path = os.path.join(cell_dir, ".lock")
+    lock is opened as every lock is (:func:`harness.rundir.open_lock`: never blocking, never through
+    a link; UsageError when it is not a regular file). The process id written in it is not looked
+    at: it may now be an unrelated process's."""
     import fcntl
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
+        fd, _ = open_lock(os.path.join(cell_dir, LOCK), f"cell {shown(cell_dir)}", write=False)
+    except FileNotFoundError:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -301,8 +302,7 @@ def _run(args, plan: Plan, stop_at: float, grace: float) -> int:
         try:
             outcome = settle(p, rc, args, device)
         except (WriteError, OSError) as e:  # a full disk: the others are stopped, their checkpoints kept
-            text = one_line(e, 300) if isinstance(e, WriteError) else f"{e.strerror or e}: {e.filename or ''}"
-            print(f"error: {p.cell.path}: {text}; its run's own files are intact", flush=True)
+            print(f"error: {p.cell.path}: {fault_text(e, 300)}; its run's own files are intact", flush=True)
             faults.append(e)
             outcome = "failed"
         outcomes.append((p, outcome))
@@ -313,10 +313,10 @@ def _run(args, plan: Plan, stop_at: float, grace: float) -> int:
             while queue and len(running) < args.parallel and stop_at - clock() >= (
                     queue[0].min_start_s if args.min_start_s is None else args.min_start_s):
                 cell = queue.pop(0)
-                if held(os.path.join(args.out, cell.path)):
-                    print(f"skipped {cell.path}: in use by another process", flush=True)
-                    continue
                 try:
+                    if held(os.path.join(args.out, cell.path)):
+                        print(f"skipped {cell.path}: in use by another process", flush=True)
+                        continue
                     running.append(launch(cell, args, threads, device, states[cell]))
                 except (UsageError, WriteError) as e:  # the others run on; this cell is left as it is
                     print(f"skipped {cell.path}: {one_line(e, 300)}", flush=True)
@@ -333,9 +333,20 @@ def _run(args, plan: Plan, stop_at: float, grace: float) -> int:
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+    return ending(plan, outcomes, len(queue), len(damaged), bool(refused), stopping)
+
+
+def ending(plan: Plan, outcomes: list, left: int, damaged: int, refused: bool, stopping: list) -> int:
+    """The window's last line and its exit status: 130 when a signal stopped it (a wrapper must tell
+    an interrupted window from a finished one), 1 when a cell failed, 2 when a cell was damaged or
+    refused, else 0."""
     counts = collections.Counter(outcome for _, outcome in outcomes)
     print(f"{plan.name}: " + (", ".join(f"{n} {o}" for o, n in counts.items()) or "nothing ran")
-          + f"; {len(queue)} left to start" + (f"; {len(damaged)} damaged, not run" if damaged else ""), flush=True)
+          + f"; {left} left to start" + (f"; {damaged} damaged, not run" if damaged else ""), flush=True)
+    if stopping:
+        print(f"interrupted ({signal.Signals(stopping[0]).name}): the running cells were stopped, each with its "
+              "checkpoint; every file already written is whole", file=sys.stderr, flush=True)
+        return 130
     return 1 if counts.get("failed") else 2 if damaged or refused or counts.get("damaged") else 0
 
 
