@@ -999,3 +999,14 @@ def test_the_agent_runs_a_cell_as_train_py_would(tmp_path):
     bad = subprocess.run([PY, "-m", "bench.campaign", "cell", "--plan", plan, "--cell=4"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--cell" in bad.stderr
+
+
+def test_each_cell_takes_the_threads_it_is_given_or_the_campaigns_omp_num_threads():
+    """A campaign started with OMP_NUM_THREADS=1 (the README's advice on a busy CPU) runs its cells
+    with one thread, not with the cores divided by --parallel; --threads wins over both."""
+    from harness.campaign.runner import cell_threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert cell_threads(0, 1, {"OMP_NUM_THREADS": "1"}) == 1
+    assert cell_threads(3, 1, {"OMP_NUM_THREADS": "1"}) == 3
+    assert cell_threads(0, 1, {}) == cores and cell_threads(0, 2 * cores, {}) == 1
+    assert cell_threads(0, 1, {"OMP_NUM_THREADS": "zero"}) == cores

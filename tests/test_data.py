@@ -520,3 +520,18 @@ def test_preprocess_is_the_loaders_transform_bit_for_bit(tmp_path):
         assert tuple(x.flatten().tolist()) in by_drawing  # the very tensor of an episode
     with Image.open(paths[0]) as im:
         assert torch.equal(preprocess(im), preprocess(str(paths[0])))
+
+
+@pytest.mark.parametrize("missing", ["torchvision", "PIL"])
+def test_reading_the_real_data_without_its_packages_names_the_extra(monkeypatch, tmp_path, missing):
+    """The library needs neither torchvision nor Pillow; reading the real datasets does, and says
+    which extra brings them (not a bare ImportError from inside a loader)."""
+    import sys
+    from metagreedy.data import omniglot
+    for name in [m for m in sys.modules if m.split(".")[0] == missing] + [missing, f"{missing}.Image"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed: importing it raises ImportError
+    with pytest.raises(ImportError, match=r"pip install 'metagreedy\[data\]'"):
+        if missing == "PIL":
+            omniglot.preprocess(str(tmp_path / "drawing.png"))
+        else:
+            omniglot._torchvision_omniglot()

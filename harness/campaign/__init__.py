@@ -36,7 +36,8 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     r.add_argument("--budget-s", type=float, required=True, help="wall-clock seconds for the whole command")
     r.add_argument("--parallel", type=int, default=1, help="cells side by side on the device")
     r.add_argument("--threads", type=int, default=0,
-                   help="torch threads of each cell (default: the cores divided by --parallel)")
+                   help="torch threads of each cell (default: OMP_NUM_THREADS when set, else the cores divided by "
+                        "--parallel)")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     r.add_argument("--data-root", default=None, help="passed to every train.py (default: train.py's)")
     r.add_argument("--grace-s", type=float, default=None,

@@ -262,6 +262,17 @@ def run(args, started: float) -> int:
         os.close(lock)
 
 
+def cell_threads(threads: int, parallel: int, env) -> int:
+    """torch's threads in each cell: ``--threads`` when given; else the OMP_NUM_THREADS the campaign
+    was started with (the README's advice on a busy CPU); else the cores divided by ``--parallel``."""
+    if threads:
+        return threads
+    if str(env.get("OMP_NUM_THREADS", "")).isdigit() and int(env["OMP_NUM_THREADS"]) > 0:
+        return int(env["OMP_NUM_THREADS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores // parallel)
+
+
 def _run(args, plan: Plan, stop_at: float, grace: float) -> int:
     plan_dir = os.path.join(args.out, plan.name)
     if link_in(args.out, plan_dir):
@@ -271,8 +282,7 @@ def _run(args, plan: Plan, stop_at: float, grace: float) -> int:
     if os.path.abspath(copy) != os.path.abspath(args.plan):
         write_text(copy, plan.text)
     device = device_kind(args.device)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = args.threads or max(1, cores // args.parallel)
+    threads = cell_threads(args.threads, args.parallel, os.environ)
 
     states = {cell: state(cell, args.out) for cell in plan.cells}
     damaged = [c for c in plan.cells if states[c]["state"] == "damaged"]

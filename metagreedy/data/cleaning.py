@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..rng import keyed_generator
-from .common import DataError
+from .common import DataError, torchvision
 
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 SPLIT_SIZES = {"train": 60000, "test": 10000}  # both datasets; checked when the files are read
@@ -19,11 +19,9 @@ NOISE_MODELS = ("other", "any")  # what a corrupted label becomes: see corrupt()
 def load_split(name: str, root: str, train: bool) -> tuple[Tensor, Tensor]:
     """``(images float [N, 1, 28, 28] in [0, 1], labels long [N])`` through torchvision, downloading
     when the files are missing and the network allows."""
-    import torchvision
-
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}'; choose from {', '.join(DATASETS)}")
-    cls = getattr(torchvision.datasets, DATASETS[name])
+    cls = getattr(torchvision().datasets, DATASETS[name])
     folder = os.path.join(root, DATASETS[name], "raw")
     files = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
     present = all(os.path.exists(os.path.join(folder, f)) for f in files)

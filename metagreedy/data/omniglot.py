@@ -11,7 +11,7 @@ import socket
 
 import torch
 
-from .common import DRAWINGS, IMAGE_SIZE, DataError
+from .common import DRAWINGS, IMAGE_SIZE, DataError, pil_image, torchvision
 from .cache import cached
 HOW_TO_GET = ("get Omniglot with `python -c \"import torchvision; torchvision.datasets.Omniglot('{root}', "
               "download=True)\"` on a machine with internet (or copy omniglot-py/images_background and "
@@ -19,9 +19,7 @@ HOW_TO_GET = ("get Omniglot with `python -c \"import torchvision; torchvision.da
 
 
 def _torchvision_omniglot():
-    import torchvision
-
-    class OmniglotFolders(torchvision.datasets.Omniglot):
+    class OmniglotFolders(torchvision().datasets.Omniglot):
         """torchvision's Omniglot that accepts extracted folders without the original zip files."""
 
         def _check_integrity(self) -> bool:
@@ -56,7 +54,7 @@ LOADER_VERSION = 1  # part of the cache key: bump it whenever decoding changes t
 def ink(image, size: int = IMAGE_SIZE) -> torch.Tensor:
     """How the loader stores a drawing: grey, resized to ``size`` x ``size`` (Lanczos), inverted so
     that ink = 255; uint8 [size, size]."""
-    from PIL import Image
+    Image = pil_image()
     image = image.convert("L").resize((size, size), Image.LANCZOS)
     return 255 - torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(size, size)
 
@@ -66,7 +64,7 @@ def preprocess(image, size: int = IMAGE_SIZE) -> torch.Tensor:
     [1, size, size] in [0, 1] with ink = 1. It is the loader's transform followed by the task
     samplers' scaling, so a drawing preprocessed here equals, bit for bit, that drawing in an
     episode; use it to classify your own images with a trained run's ``predict``."""
-    from PIL import Image
+    Image = pil_image()
     if isinstance(image, (str, os.PathLike)):
         with Image.open(image) as opened:
             return preprocess(opened, size)
@@ -124,7 +122,8 @@ def _listing(path: str, dirs: bool) -> list[os.DirEntry]:
 
 def _decode(root: str, background: bool, size: int) -> tuple[torch.Tensor, list[str]]:
     """The uncached loader: every PNG decoded and turned into :func:`ink`."""
-    from PIL import Image, UnidentifiedImageError
+    Image = pil_image()
+    UnidentifiedImageError = Image.UnidentifiedImageError
 
     ds = _torchvision_omniglot()(root, background=background, download=False)
     folder = os.path.join(ds.root, ds._get_target_folder())
