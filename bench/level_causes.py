@@ -9,6 +9,7 @@ does not name the key; a stored config without the key ran at our reading, the k
 from __future__ import annotations
 
 import os
+import shlex
 
 from harness import files
 from harness.campaign.plan import load_plan
@@ -98,7 +99,7 @@ def measured(out: str, base: dict) -> tuple[dict, dict]:
     """Rows keyed by (task, the moved settings, their values, method): seed -> (ours, the other
     reading, a note: how a diverged cell ended); and per (task, setting key) the cells started but
     not ended yet."""
-    pairs, pending = {}, {}
+    pairs, pending, commands = {}, {}, {}
     for run in runs_of(out, PLAN):
         task = run["config"].get("task")
         keys = [k for k in KEYS if reading(run, k) != KEYS[k][4]]
@@ -114,12 +115,32 @@ def measured(out: str, base: dict) -> tuple[dict, dict]:
         label = match["cell"].method if match else f"{run['cell'].method} (no baseline cell with its settings)"
         key = (task, tuple(keys), tuple(str(reading(run, k)) for k in keys), label)
         ours = float(match["summary"][metric]) if match and metric in match["summary"] else None
+        commands.setdefault(key, command(run["cell"].args))
         if finished(run) and metric in run["summary"]:
             pairs.setdefault(key, {})[run["cell"].seed] = (ours, float(run["summary"][metric]), "")
         elif not finished(run):
             note = f"seed {run['cell'].seed} diverged at outer step {run['summary'].get('steps_done')}"
             pairs.setdefault(key, {})[run["cell"].seed] = (ours, None, note)
-    return pairs, pending
+    return pairs, pending, commands
+
+
+def command(args) -> str:
+    """A cell's train.py command, its seed left as SEED."""
+    args = list(args)
+    if "--seed" in args[:-1]:
+        args[args.index("--seed") + 1] = "SEED"
+    return "python train.py " + " ".join(shlex.quote(a) for a in args)
+
+
+def command_lines(commands: dict, pairs: dict) -> list[str]:
+    """Per measured row of the table, the command its cells ran, in the table's order."""
+    out = []
+    for letter, what, *_ in CAUSES:
+        for key, text in commands.items():
+            if key in pairs and cause_of(key[1])[0] == letter:
+                seeds = ", ".join(map(str, sorted(pairs[key])))
+                out.append(f"- ({letter}) {BASELINES[key[0]]['title']}, {key[3]} (SEED = {seeds}): `{text}`")
+    return out
 
 
 def evaluation_rows(base: dict) -> dict:
@@ -216,7 +237,8 @@ def closest(pairs: dict, base: dict) -> list[str]:
 def section(out: str) -> str:
     """The generated part of *Why our levels differ from the paper's*."""
     base = {task: runs_of(out, spec["plan"], spec["setting"]) for task, spec in BASELINES.items()}
-    pairs, pending = measured(out, base)
+    pairs, pending, commands = measured(out, base)
+    runs = command_lines(commands, pairs)
     pairs.update(evaluation_rows(base))
     intro = ("Each cause, one setting moved at a time from our reading to the other (plan `level_causes`), against "
              "the cell of the primary plan with the same settings, seed and method (`table3_mb1` 5-way; `table2`, "
@@ -228,4 +250,7 @@ def section(out: str) -> str:
     lines = closest(pairs, base)
     tail = ("Closest to the paper's numbers (each reading moves one setting; how the causes combine is not "
             "measured):\n\n" + "\n".join(lines)) if lines else "No primary cell of these settings has finished yet."
-    return "\n\n".join([intro, table(pairs, pending), tail])
+    how = ("Each measured row's cells, run by `python -m bench.campaign run --plan "
+           "configs/campaign/level_causes.yaml` (its baseline cell is the same command without the moved "
+           "setting, in plan `table3_mb1` or `table2`; row (e) needs no run):\n\n" + "\n".join(runs)) if runs else ""
+    return "\n\n".join(p for p in [intro, table(pairs, pending), how, tail] if p)

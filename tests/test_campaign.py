@@ -537,6 +537,7 @@ def test_the_level_causes_are_not_measured_yet_without_cells(tmp_path):
     causes = [line for line in text.splitlines() if line.startswith("| (")]
     assert len(causes) == 8  # a, b twice, c, d, e twice, f: one line per cause and experiment
     assert all("| not measured yet |" in line for line in causes)
+    assert "Each measured row's cells" not in text  # no command list before a cell has run
     assert "| (f) the noise model | hyper-cleaning MNIST 0.3 | other -> any | not measured yet |" in text
 
 
@@ -578,6 +579,11 @@ def test_each_level_cause_is_set_against_the_primary_cell_of_its_seed_and_method
             "85.00 | 88.00 | +3.00 ± 0.00 | 69.71 ± 0.5 |") in text
     assert ("- Omniglot 5-way, FO (the paper: 69.71 ± 0.5): ours as reported 86.00 (2 seeds, +16.29 points); closest "
             "to the paper's: init fresh, 72.00 (2 seeds, +2.29 points).") in text
+    # each measured row names the command its cells ran, the seed left as SEED
+    assert ("- (a) Omniglot 5-way, FO (SEED = 0, 1): `python train.py --task omniglot --ways 5 --meta-batch 1 "
+            "--seed SEED --method fo --init fresh`") in text
+    assert "- (b) Omniglot 5-way, FO (SEED = 0, 1): `python train.py " in text
+    assert text.index("- (a) Omniglot") < text.index("- (b) Omniglot") < text.index("Closest to the paper's")
 
 
 # ---- the campaign's files: checked when read, written atomically, never through a link ---------------------
