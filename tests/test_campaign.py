@@ -413,6 +413,7 @@ def finished_cell(out, path, summary, config=None, curve=None):
         (d / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     if curve is not None:
         (d / "curve.jsonl").write_text("".join(json.dumps(row) + "\n" for row in curve))
+    return d
 
 
 def stored_config(*flags):
@@ -1016,3 +1017,28 @@ def test_each_cell_takes_the_threads_it_is_given_or_the_campaigns_omp_num_thread
     assert cell_threads(3, 1, {"OMP_NUM_THREADS": "1"}) == 3
     assert cell_threads(0, 1, {}) == cores and cell_threads(0, 2 * cores, {}) == 1
     assert cell_threads(0, 1, {"OMP_NUM_THREADS": "zero"}) == cores
+
+
+def test_status_since_totals_the_wall_time_of_recent_attempts_per_device(tmp_path, capsys):
+    out = tmp_path / "results"
+    (out / "p").mkdir(parents=True)
+    (out / "p/plan.yaml").write_text("name: p\ntrain: --task toy\nmethods: {a: --method fo, b: --method greedy}\n"
+                                     "groups: [{methods: [a, b], seeds: [0]}]\n")
+    attempts = {"a": [("2026-11-30T10:00:00Z", "cuda", 7200.0), ("2026-12-03T09:00:00Z", "cpu", 1800.0)],
+                "b": [("2026-12-03T08:59:59Z", "cpu", 360.0), ("2026-12-03T10:00:00Z", "cuda", 900.0),
+                      ("not a time", "cpu", 5000.0)]}
+    for method, tries in attempts.items():
+        d = finished_cell(out, f"p/default/{method}/seed0", {"meta_val_acc": 0.5})
+        (d / "cell.json").write_text(json.dumps({"attempts": [
+            {"device": dev, "started": t, "seconds": s, "rc": 0, "outcome": "finished"} for t, dev, s in tries],
+            "outcome": "finished", "tail": []}))
+    capsys.readouterr()
+    assert campaign.main(["status", "--out", str(out), "--since", "2026-12-03T09:00"]) == 0
+    text = capsys.readouterr().out
+    assert "wall time of the attempts started since 2026-12-03T09:00:00+00:00: 0.50 h on cpu, 0.25 h on cuda" in text
+    assert "4.24 h wall" in text  # the plan's total still counts every attempt, readable or not
+    assert campaign.main(["status", "--out", str(out), "--since", "2026-12-04"]) == 0
+    assert "started since 2026-12-04T00:00:00+00:00: none" in capsys.readouterr().out
+    assert campaign.main(["status", "--out", str(out), "--since", "yesterday"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--since 'yesterday': not an ISO date" in err[0]

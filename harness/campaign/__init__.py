@@ -48,6 +48,8 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="every cell's state, the totals and the size of DIR")
     s.add_argument("--plan", action="append")
     s.add_argument("--brief", action="store_true", help="leave out cells not started")
+    s.add_argument("--since", default=None, help="also total, per device, the wall time of the attempts started "
+                   "at this ISO date or time (UTC) or later")
     t = sub.add_parser("report", help="rewrite the campaign sections of the results page")
     t.add_argument("--plan", action="append")
     t.add_argument("--doc", default=None, help="the results page (default: docs/RESULTS.md of the checkout)")

@@ -397,15 +397,47 @@ def size_of(path: str) -> tuple[int, int]:
     return total, count
 
 
+def moment(text: str) -> datetime.datetime:
+    """``--since``: an ISO date or date and time, UTC unless it names its zone."""
+    try:
+        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--since {text!r}: not an ISO date or date and time (e.g. 2026-12-03 or "
+                         "2026-12-03T14:00)") from None
+    return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
+
+
+def attempts_since(record: dict, since: datetime.datetime) -> collections.Counter:
+    """Seconds of the campaign's processes per device, over a cell's attempts started at ``since``
+    or later (an attempt without a readable start is left out)."""
+    total = collections.Counter()
+    for a in record.get("attempts", []):
+        try:
+            started = moment(str(a.get("started")))
+        except UsageError:
+            continue
+        if started >= since:
+            total[str(a.get("device", "?"))] += float(a.get("seconds", 0.0))
+    return total
+
+
+def by_device(seconds: collections.Counter) -> str:
+    return ", ".join(f"{v / 3600:.2f} h on {k}" for k, v in sorted(seconds.items())) or "none"
+
+
 def status(args) -> int:
+    since = moment(args.since) if args.since else None
     plans = plans_in(args.out, args.plan)
     if not plans:
         print(f"no plan has run into {shown(args.out)} yet")
+    recent = collections.Counter()
     for plan in plans:
-        counts, seconds, wall = {}, 0.0, 0.0
+        counts, seconds, wall, fresh = {}, 0.0, 0.0, collections.Counter()
         print(f"{plan.name} ({len(plan.cells)} cells)")
         for cell in plan.cells:
             s = state(cell, args.out)
+            if since:
+                fresh += attempts_since(s["record"], since)
             counts[s["state"]] = counts.get(s["state"], 0) + 1
             seconds += s["seconds"]
             wall += s["wall"]
@@ -419,6 +451,11 @@ def status(args) -> int:
                  "new": "not started", "damaged": "damaged"}
         print("  total: " + ", ".join(f"{counts.get(k, 0)} {v}" for k, v in names.items())
               + f"; {seconds / 3600:.2f} h training, {wall / 3600:.2f} h wall")
+        if since:
+            print(f"  wall time of the attempts started since {since.isoformat()}: {by_device(fresh)}")
+            recent += fresh
+    if since and len(plans) > 1:
+        print(f"all plans, wall time of the attempts started since {since.isoformat()}: {by_device(recent)}")
     size, count = size_of(args.out)
     print(f"{shown(args.out)}: {size / 1e6:.2f} MB in {count} files")
     return 0
