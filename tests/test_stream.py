@@ -256,10 +256,14 @@ def test_the_stream_refuses_what_it_cannot_do():
         mg.stream(hparams, lambda w: val_loss(w, hparams), gamma=1.5)
     with pytest.raises(ValueError, match="must require grad"):
         mg.stream([h.detach() for h in hparams], lambda w: val_loss(w, hparams))
+    with pytest.raises(ValueError, match="unknown method 'GREEDY'"):
+        mg.stream(hparams, lambda w: val_loss(w, hparams), method="GREEDY")
+    with pytest.raises(ValueError, match="same tensor twice"):
+        mg.stream([hparams[0], hparams[0]], lambda w: val_loss(w, hparams))
     hg = mg.stream(hparams, lambda w: val_loss(w, hparams))
     with pytest.raises(RuntimeError, match="before any step"):
         hg.grad()
-    hg.step(hg.start(params))
+    hg = plain_loop(problem, 1, "greedy", {"gamma": 0.9})
     hg.grad()
     with pytest.raises(RuntimeError, match="already taken"):
         hg.step(params)
@@ -305,3 +309,203 @@ def test_cross_entropy_module_loop_matches_on_a_warp_network():
                             lambda w, a: F.cross_entropy(forward(w, a, xq), yq), w0, alpha, steps=4, lr=LR,
                             momentum=MOMENTUM, gamma=0.9)
     assert_agrees(hg.grad(), want.grad)
+
+
+# ---- mistakes that would give a wrong hypergradient without an error ---------------------------------
+
+def sgd_step(train_loss, w, hparams, t, create_graph=True):
+    """One step of plain SGD on a dict or list w."""
+    keys = list(w) if isinstance(w, dict) else range(len(w))
+    g = torch.autograd.grad(train_loss(w, hparams, t), [w[k] for k in keys], create_graph=create_graph)
+    new = {k: w[k] - LR * gk for k, gk in zip(keys, g)}
+    return new if isinstance(w, dict) else type(w)(new[k] for k in keys)
+
+
+@pytest.mark.parametrize("method", ["greedy", "t1t2"])
+def test_steps_that_never_reach_alpha_are_refused_not_answered_with_the_direct_term(method):
+    train_loss, val_loss, params, hparams = make("mlp", 9)
+    train_loss = at_step(train_loss)
+    hg = mg.stream(hparams, lambda w: val_loss(w, hparams), method=method)
+    w = hg.start(params)
+    with torch.no_grad():  # a step taken without autograd
+        with pytest.raises(ValueError, match="carry no graph"):
+            hg.step({k: x - 0.1 for k, x in w.items()} if isinstance(w, dict) else type(w)(x - 0.1 for x in w))
+    for t in (1, 2):  # create_graph forgotten: the steps reach w_{t-1}, never alpha
+        w = hg.step(sgd_step(train_loss, w, hparams, t, create_graph=False))
+    with pytest.raises(ValueError, match="no inner step carried a graph to hparams"):
+        hg.grad()
+    copies = [h.detach().clone().requires_grad_() for h in hparams]  # not the tensors the loop uses
+    hg = mg.stream(copies, lambda w: val_loss(w, copies), method=method)
+    w = hg.start(params)
+    for t in (1, 2):
+        w = hg.step(sgd_step(train_loss, w, hparams, t))
+    with pytest.raises(ValueError, match="no inner step carried a graph to hparams"):
+        hg.grad()
+    with pytest.raises(ValueError, match="no inner step carried a graph"):  # and it stays refused
+        hg.backward()
+    assert all(c.grad is None for c in copies)
+    # learn2learn: a first-order adapt on a learner cloned to second order
+    learner = l2l.algorithms.MAML(AsModule((train_loss, val_loss, params, hparams), hyper=False), lr=LR).clone()
+    hg = mgl.attach(learner, hparams, lambda: learner("val", alpha=hparams), method=method)
+    for t in (1, 2):
+        learner.adapt(learner("train", t, alpha=hparams), first_order=True)
+        hg.step()
+    with pytest.raises(ValueError, match="no inner step carried a graph"):
+        hg.grad()
+    # learn2learn: alpha inside the learner, given as the parameters before the clone
+    maml = l2l.algorithms.MAML(AsModule((train_loss, val_loss, params, hparams)), lr=LR)
+    learner = maml.clone()
+    before = [p for n, p in maml.module.named_parameters() if n.startswith("alpha_")]
+    hg = mgl.attach(learner, before, lambda: learner("val"), method=method)
+    learner.adapt(learner("train", 1))
+    hg.step()
+    with pytest.raises(ValueError, match="no inner step carried a graph"):
+        hg.grad()
+
+
+def test_a_step_whose_val_loss_raises_changes_nothing_and_can_be_taken_again():
+    problem = make("mlp", 10)
+    train_loss, val_loss, params, hparams = problem
+    train_loss = at_step(train_loss)
+    fail = {"at": None}
+
+    def flaky(w):
+        if fail.pop("at", None):
+            raise KeyError("a batch went missing")
+        return val_loss(w, hparams)
+
+    hg = mg.stream(hparams, flaky)
+    fail["at"] = True  # the first step's val_loss raises
+    w = hg.start(params)
+    with pytest.raises(KeyError):
+        hg.step(sgd_step(train_loss, w, hparams, 1))
+    with pytest.raises(RuntimeError, match="before any step"):
+        hg.grad()
+    for t in (1, 2, 3):
+        nxt = sgd_step(train_loss, w, hparams, t)
+        if t == 3:
+            fail["at"] = True
+            with pytest.raises(KeyError):
+                hg.step(nxt)
+            assert hg.steps == 2
+        w = hg.step(nxt)  # taken again
+    want = reference(problem, 3, "greedy", {"gamma": 0.9}, momentum=0.0)
+    assert hg.steps == 3 and hg.vjps == want.vjps
+    assert_agrees(hg.grad(), want.grad)
+
+
+def test_a_higher_step_whose_val_loss_raises_leaves_the_model_as_it_was():
+    problem = make("mlp", 11)
+    model = AsModule(problem)
+    warp = {n: p for n, p in model.named_parameters() if n.startswith("alpha_")}
+    inner_opt = torch.optim.SGD([p for n, p in model.named_parameters() if n.startswith("w_")], lr=LR,
+                                momentum=MOMENTUM)
+    fail = {}
+    with higher.innerloop_ctx(model, inner_opt) as (fmodel, diffopt):
+        def val():
+            if fail.pop("now", None):
+                raise KeyError("a batch went missing")
+            return fmodel("val")
+        hg = mgh.attach(fmodel, diffopt, warp, val)
+        for t in (1, 2, 3):
+            diffopt.step(fmodel("train", t))
+            fail["now"] = t == 2
+            if t == 2:
+                with pytest.raises(KeyError):
+                    hg.step()
+            hg.step()
+    want = reference(problem, 3, "greedy", {"gamma": 0.9}, optimizer=mgh.higher_optimizer(
+        torch.optim.SGD, lr=LR, momentum=MOMENTUM))
+    assert hg.steps == 3
+    assert_agrees(list(hg.grad().values()), want.grad)
+
+
+def test_a_second_step_call_for_one_inner_step_and_a_second_attach_are_refused():
+    problem = make("mlp", 12)
+    train_loss, val_loss, params, hparams = problem
+    hg = mg.stream(hparams, lambda w: val_loss(w, hparams))
+    w = hg.start(params)
+    with pytest.raises(RuntimeError, match="take the inner step first"):  # no step taken yet
+        hg.step(w)
+    w = hg.step(sgd_step(at_step(train_loss), w, hparams, 1))
+    with pytest.raises(RuntimeError, match="once per inner step"):
+        hg.step(w)
+    model = AsModule(problem)
+    warp = {n: p for n, p in model.named_parameters() if n.startswith("alpha_")}
+    inner_opt = torch.optim.SGD([p for n, p in model.named_parameters() if n.startswith("w_")], lr=LR)
+    with higher.innerloop_ctx(model, inner_opt) as (fmodel, diffopt):
+        first = mgh.attach(fmodel, diffopt, warp, lambda: fmodel("val"))
+        diffopt.step(fmodel("train", 1))
+        first.step()
+        with pytest.raises(RuntimeError, match="take the inner step first"):
+            first.step()
+        second = mgh.attach(fmodel, diffopt, warp, lambda: fmodel("val"))
+        diffopt.step(fmodel("train", 2))
+        with pytest.raises(RuntimeError, match="replaced by a later attach"):
+            first.step()
+        second.step()
+        assert second.steps == 1
+    learner = l2l.algorithms.MAML(AsModule(problem, hyper=False), lr=LR).clone()
+    first = mgl.attach(learner, hparams, lambda: learner("val", alpha=hparams))
+    mgl.attach(learner, hparams, lambda: learner("val", alpha=hparams))
+    learner.adapt(learner("train", 1, alpha=hparams))
+    with pytest.raises(RuntimeError, match="replaced by a later attach"):
+        first.step()
+
+
+def test_a_step_that_forgets_the_optimizer_state_is_named_under_greedy():
+    train_loss, val_loss, params, hparams = make("mlp", 13)
+    train_loss = at_step(train_loss)
+    hg = mg.stream(hparams, lambda w: val_loss(w, hparams))
+    w = hg.start(params)
+    buf = [torch.zeros_like(x) for x in w]
+    with pytest.raises(RuntimeError, match="pass the optimizer's state to step"):
+        for t in (1, 2, 3):
+            g = torch.autograd.grad(train_loss(w, hparams, t), list(w), create_graph=True)
+            buf = [MOMENTUM * b + gi for b, gi in zip(buf, g)]
+            w = hg.step(type(w)(wi - LR * b for wi, b in zip(w, buf)))  # the state not passed, not cut
+
+
+def test_backward_is_loss_backward_once_through_non_leaf_hyperparameters_with_a_checked_scale():
+    train_loss, val_loss, params, hparams = make("mlp", 14)
+    train_loss = at_step(train_loss)
+    raw = [h.detach().clone().requires_grad_() for h in hparams]
+    alpha = type(hparams)(2 * r for r in raw)  # alpha = f(raw): the outer optimizer holds raw
+    hg = mg.stream(alpha, lambda w: val_loss(w, alpha))
+    w = hg.start(params)
+    for t in (1, 2):
+        w = hg.step(sgd_step(train_loss, w, alpha, t))
+    for bad, error in ((float("nan"), ValueError), (None, TypeError), (torch.tensor(1.0), TypeError)):
+        with pytest.raises(error, match="scale"):
+            hg.backward(bad)
+    assert all(r.grad is None for r in raw)
+    hg.backward(0.5)
+    for r, g in zip(raw, hg.grad()):
+        torch.testing.assert_close(r.grad, 2 * 0.5 * g, rtol=1e-12, atol=1e-12)  # d alpha / d raw = 2
+    with pytest.raises(RuntimeError, match="backward\\(\\) twice"):
+        hg.backward()
+
+
+def test_higher_refuses_hyperparameters_that_are_not_the_models_own_tensors():
+    problem = make("mlp", 15)
+    model = AsModule(problem)
+    warp = {n: p for n, p in model.named_parameters() if n.startswith("alpha_")}
+    inner_opt = torch.optim.SGD([p for n, p in model.named_parameters() if n.startswith("w_")], lr=LR)
+    for copy_initial_weights in (False, True):
+        with higher.innerloop_ctx(model, inner_opt, copy_initial_weights=copy_initial_weights) as (fmodel, diffopt):
+            copies = {n: (p.detach() + 1).requires_grad_() for n, p in warp.items()}
+            with pytest.raises(ValueError, match="is not the model's parameter"):
+                mgh.attach(fmodel, diffopt, copies, lambda: fmodel("val"))
+            with pytest.raises(ValueError, match="does not require grad"):
+                mgh.attach(fmodel, diffopt, {n: p.detach() for n, p in warp.items()}, lambda: fmodel("val"))
+            mgh.attach(fmodel, diffopt, warp, lambda: fmodel("val"))  # the model's own
+
+
+def test_learn2learn_refuses_a_learner_that_is_not_a_clone_and_leaves_it_untouched():
+    problem = make("mlp", 16)
+    hparams = problem[3]
+    maml = l2l.algorithms.MAML(AsModule(problem, hyper=False), lr=LR)
+    before = dict(maml.module.named_parameters())
+    with pytest.raises(ValueError, match="not a clone"):
+        mgl.attach(maml, hparams, lambda: maml("val", alpha=hparams))
+    assert all(p is before[n] and isinstance(p, nn.Parameter) for n, p in maml.module.named_parameters())

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..optim import Optimizer, detach_state
-from ..stream import Stream
+from ..stream import Stream, supersede
 
 
 def _higher():
@@ -63,8 +63,17 @@ class HigherStream:
         self._adapted = [i for i in range(len(fast)) if i not in self._hyper.values()]
         self._alpha = {n: fast[i] for n, i in self._hyper.items()}  # what the steps are differentiated in
         for n, a in self._alpha.items():
-            if a.shape != hparams[n].shape:
-                raise ValueError(f"hparams[{n!r}] has shape {tuple(hparams[n].shape)}, the model's {tuple(a.shape)}")
+            given = hparams[n]
+            if not isinstance(given, Tensor) or given.shape != a.shape:
+                raise ValueError(f"hparams[{n!r}] must be the model's parameter of that name, of shape "
+                                 f"{tuple(a.shape)}; got {getattr(given, 'shape', type(given).__name__)}")
+            if not given.requires_grad:
+                raise ValueError(f"hparams[{n!r}] does not require grad: it is the tensor the outer optimizer updates")
+            if given is not a and (given.dtype != a.dtype or given.device != a.device
+                                   or not torch.equal(given.detach(), a.detach())):
+                raise ValueError(f"hparams[{n!r}] is not the model's parameter {n!r} (its values differ from the "
+                                 "functional model's): pass the model's own tensors, e.g. "
+                                 "dict(model.named_parameters())")
         # The functional model keeps its latest fast weights only: untracked, higher replaces its one list
         # in place (the steps still carry their graph: the differentiable optimizer tracks them). That
         # one list must be the latest, however many the model has kept so far.
@@ -74,6 +83,7 @@ class HigherStream:
         # the stream calls val_loss at w_t installed in fmodel (a closure that does not refer to self)
         self._stream = Stream(self._alpha, lambda w: (install(w), val_loss())[1], method=method, gamma=gamma)
         install(self._stream.start(tuple(fast[i] for i in self._adapted)))  # w_0: a constant
+        supersede(fmodel, self._stream)
 
     def step(self) -> None:
         """After ``diffopt.step``: add the step's term, and cut the fast weights and the optimizer's
@@ -83,7 +93,12 @@ class HigherStream:
             if fast[i] is not self._alpha[n]:
                 raise ValueError(f"the inner optimizer changed the hyperparameter {n!r}: give it only the adapted "
                                  "parameters")
-        self._install(self._stream.step(tuple(fast[i] for i in self._adapted)))
+        w = tuple(fast[i] for i in self._adapted)
+        try:
+            self._install(self._stream.step(w))
+        except BaseException:  # val_loss ran at w_t cut from the graph: put the step's w_t back
+            self._install(w)
+            raise
         for group in self.diffopt.state:
             for state in group.values():
                 state.update(detach_state(dict(state)))
@@ -93,12 +108,8 @@ class HigherStream:
         return self._stream.grad()
 
     def backward(self, scale: float = 1.0) -> dict:
-        """Add ``scale`` times the hypergradient to ``hparams[name].grad``; returns :meth:`grad`."""
-        grads = self.grad()
-        for n, g in grads.items():
-            a = self.hparams[n]
-            a.grad = scale * g if a.grad is None else a.grad + scale * g
-        return grads
+        """Add ``scale`` times the hypergradient to ``hparams[name].grad``; returns :meth:`grad`. Once."""
+        return self._stream._backward(scale, tuple(self.hparams[n] for n in self._alpha))
 
     steps = property(lambda self: self._stream.steps)
     vjps = property(lambda self: self._stream.vjps)

@@ -24,7 +24,7 @@ from typing import Callable
 
 from torch import Tensor, nn
 
-from ..stream import Stream
+from ..stream import Stream, supersede
 
 
 class LearnerStream:
@@ -51,7 +51,11 @@ class LearnerStream:
         if any(id(p) in hyper for p in self._weights()):
             raise ValueError("a hyperparameter is among the learner's adapted parameters: keep alpha outside "
                              "learner.module (learn2learn adapts every parameter of it)")
+        if any(isinstance(sub._parameters[name], nn.Parameter) for sub, name, _ in slots):
+            raise ValueError("the learner's module holds nn.Parameter objects, so it is not a clone: attach to "
+                             "maml.clone() (attach replaces the learner's weights with its own tensors)")
         install(self._stream.start(self._weights()))  # w_0: a constant
+        supersede(learner, self._stream)
 
     def _weights(self) -> tuple:
         """The learner's current parameters, one per distinct tensor, in a fixed order."""
@@ -62,7 +66,12 @@ class LearnerStream:
 
     def step(self) -> None:
         """After ``learner.adapt``: add the step's term and cut the learner's weights from the graph."""
-        _install(self._slots, self._stream.step(self._weights()))
+        w = self._weights()
+        try:
+            _install(self._slots, self._stream.step(w))
+        except BaseException:  # val_loss ran at w_t cut from the graph: put the step's w_t back
+            _install(self._slots, w)
+            raise
 
     def grad(self):
         """The hypergradient, shaped like ``hparams``, detached."""
