@@ -529,7 +529,7 @@ CAUSES = """name: level_causes
 methods: {"FO, init fresh": --method fo --init fresh, "FO, loss sum": --method fo --loss-reduction sum,
           "FO, val alphabets": --method fo --val-split alphabets}
 groups: [{train: "--task omniglot --ways {ways} --meta-batch 1", path: "{ways}way", settings: {ways: 5},
-          methods: ["FO, init fresh", "FO, loss sum", "FO, val alphabets"], seeds: [0, 1]}]
+          methods: ["FO, init fresh", "FO, loss sum", "FO, val alphabets"], seeds: [0, 1, 2]}]
 """
 
 
@@ -560,6 +560,8 @@ def test_each_level_cause_is_set_against_the_primary_cell_of_its_seed_and_method
     finished_cell(out, "level_causes/5way/fo-loss-sum/seed0", {"meta_val_acc": 0.80}, {**unnamed, "seed": 0})
     # a diverged cell is a result too: it ends without an accuracy
     finished_cell(out, "level_causes/5way/fo-loss-sum/seed1", {"status": "diverged", "steps_done": 3}, unnamed)
+    # a seed whose baseline cell has not run: it joins its method's row, for the other reading alone
+    finished_cell(out, "level_causes/5way/fo-loss-sum/seed2", {"meta_val_acc": 0.50}, {**unnamed, "seed": 2})
     # another setting moved as well: no primary cell to set it against
     finished_cell(out, "level_causes/5way/fo-val-alphabets/seed0", {"meta_val_acc": 0.70},
                   {**cfg, "seed": 0, "val_split": "alphabets", "inner_lr": 0.05})
@@ -568,11 +570,11 @@ def test_each_level_cause_is_set_against_the_primary_cell_of_its_seed_and_method
     # seeds 0 and 1: 0.85 -> 0.70 and 0.87 -> 0.74: change -15, -13 -> -14.00 ± 12.71 (t(1) = 12.706, sd 1.414)
     assert ("| (a) start of the adapted layers | Omniglot 5-way | init: fixed -> fresh | FO | 0, 1 | 86.00 | 72.00 | "
             "-14.00 ± 12.71 | 69.71 ± 0.5 |") in text
-    assert ("| (b) summed or mean losses | Omniglot 5-way | loss_reduction: mean -> sum | FO | 0, 1 | 86.00 | 80.00; "
-            "seed 1 diverged at outer step 3 | -5.00 | 69.71 ± 0.5 |") in text
+    assert ("| (b) summed or mean losses | Omniglot 5-way | loss_reduction: mean -> sum | FO | 0, 1, 2 (ours: 0, 1) | "
+            "86.00 | 65.00; seed 1 diverged at outer step 3 | -5.00 | 69.71 ± 0.5 |") in text
     assert "| (b) summed or mean losses | hyper-cleaning MNIST 0.3 | mean -> sum | not measured yet |" in text
     assert ("| (d) the meta-validation split | Omniglot 5-way | val_split: classes -> alphabets | FO, val alphabets "
-            "(no baseline cell with its settings) | 0 | – | 70.00 | no baseline | – |") in text
+            "(no baseline cell with its settings) | 0 (ours: none) | – | 70.00 | no baseline | – |") in text
     assert "| (c) batch statistics at evaluation | Omniglot 5-way | transductive -> inductive | not measured yet |" \
         in text
     # (e) from the primary cells' curves: last 84, 86; best 87, 89 (the first evaluation)
@@ -583,7 +585,7 @@ def test_each_level_cause_is_set_against_the_primary_cell_of_its_seed_and_method
     # each measured row names the command its cells ran, the seed left as SEED
     assert ("- (a) Omniglot 5-way, FO (SEED = 0, 1): `python train.py --task omniglot --ways 5 --meta-batch 1 "
             "--seed SEED --method fo --init fresh`") in text
-    assert "- (b) Omniglot 5-way, FO (SEED = 0, 1): `python train.py " in text
+    assert "- (b) Omniglot 5-way, FO (SEED = 0, 1, 2): `python train.py " in text
     assert text.index("- (a) Omniglot") < text.index("- (b) Omniglot") < text.index("Closest to the paper's")
 
 
