@@ -81,7 +81,7 @@ class Stream:
         self.steps, self.vjps = 0, 0  # inner steps seen (T so far); vector-Jacobian products taken
         self.val_loss = None  # val_loss(w_T) as a float, once grad() has run
         self._acc = tuple(torch.zeros_like(a) for a in self.alpha)  # sum_t gamma^(t_last - t) term_t (greedy)
-        self._reached = method == "fo"  # whether a step's VJP reached alpha (fo takes none)
+        self._reached = False  # greedy: whether a step's VJP reached alpha
         self._given = ()  # the tensors start() or the last step() returned: the next step must not be them
         self._at_last = None  # (w_t leaves, unflatten) of the last step
         self._pending = None  # t1t2: (w_t with its graph) of the last step, its VJP not yet taken
@@ -202,10 +202,21 @@ def supersede(owner, stream: Stream, _attached=weakref.WeakKeyDictionary()) -> N
     graphs."""
     old = _attached.get(owner)
     old = old() if old is not None else None
-    if old is not None and old is not stream and old._result is None:
+    if old is not None and old._result is None:
         old._error = RuntimeError("this stream was replaced by a later attach() to the same model: its steps no "
                                   "longer see the loop's graph")
     _attached[owner] = weakref.ref(stream)
+
+
+def step_in_place(stream: Stream, install: Callable[[tuple], None], w: tuple) -> None:
+    """:meth:`Stream.step` for a loop whose model holds w (``install`` puts tensors in the model, as
+    the integrations' ``val_loss`` does before it runs): after it the model holds w_t cut from the
+    graph, or, when the step fails, w_t itself again, so that the step can be taken again."""
+    try:
+        install(stream.step(w))
+    except BaseException:
+        install(w)
+        raise
 
 
 def stream(hparams, val_loss: Callable[[Any], Tensor], *, method: str = "greedy",
@@ -217,4 +228,4 @@ def stream(hparams, val_loss: Callable[[Any], Tensor], *, method: str = "greedy"
     return Stream(hparams, val_loss, method=method, gamma=gamma)
 
 
-__all__ = ["Stream", "stream", "STREAMED", "leaves", "supersede"]
+__all__ = ["Stream", "stream", "STREAMED", "leaves", "supersede", "step_in_place"]

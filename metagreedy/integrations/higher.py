@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..optim import Optimizer, detach_state
-from ..stream import Stream, supersede
+from ..stream import Stream, step_in_place, supersede
 
 
 def _higher():
@@ -93,12 +93,7 @@ class HigherStream:
             if fast[i] is not self._alpha[n]:
                 raise ValueError(f"the inner optimizer changed the hyperparameter {n!r}: give it only the adapted "
                                  "parameters")
-        w = tuple(fast[i] for i in self._adapted)
-        try:
-            self._install(self._stream.step(w))
-        except BaseException:  # val_loss ran at w_t cut from the graph: put the step's w_t back
-            self._install(w)
-            raise
+        step_in_place(self._stream, self._install, tuple(fast[i] for i in self._adapted))
         for group in self.diffopt.state:
             for state in group.values():
                 state.update(detach_state(dict(state)))

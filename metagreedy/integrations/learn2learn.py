@@ -24,7 +24,7 @@ from typing import Callable
 
 from torch import Tensor, nn
 
-from ..stream import Stream, supersede
+from ..stream import Stream, step_in_place, supersede
 
 
 class LearnerStream:
@@ -44,7 +44,7 @@ class LearnerStream:
                 if p is not None:
                     slots.append((sub, name, seen.setdefault(id(p), len(seen))))
         self.module, self._slots = module, slots
-        install = functools.partial(_install, slots)
+        self._install = install = functools.partial(_install, slots)
         # the stream calls val_loss at w_t installed in the learner (a closure that does not refer to self)
         self._stream = Stream(hparams, lambda w: (install(w), val_loss())[1], method=method, gamma=gamma)
         hyper = {id(a) for a in self._stream.alpha}
@@ -66,12 +66,7 @@ class LearnerStream:
 
     def step(self) -> None:
         """After ``learner.adapt``: add the step's term and cut the learner's weights from the graph."""
-        w = self._weights()
-        try:
-            _install(self._slots, self._stream.step(w))
-        except BaseException:  # val_loss ran at w_t cut from the graph: put the step's w_t back
-            _install(self._slots, w)
-            raise
+        step_in_place(self._stream, self._install, self._weights())
 
     def grad(self):
         """The hypergradient, shaped like ``hparams``, detached."""
